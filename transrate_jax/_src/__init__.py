@@ -1,0 +1,1 @@
+"""Private implementation modules of transrate_jax. Import from ``transrate_jax`` instead."""

@@ -1,0 +1,113 @@
+"""Numerical building blocks shared by every metric.
+
+Matmuls that form Gram or covariance matrices run at ``Precision.HIGHEST`` (GPUs and TPUs otherwise
+use reduced-precision float32 passes); log-determinants of symmetric positive definite matrices go
+through Cholesky, never LU.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+_HALF = (jnp.float16, jnp.bfloat16)
+
+
+def float_dtype(dtype) -> np.dtype:
+  """The float dtype computations run in for an input of ``dtype``.
+
+  float32 and float64 are kept, half precision (float16, bfloat16) is upcast to float32, and
+  integers and booleans become JAX's default float (float64 only under ``jax_enable_x64``).
+  """
+  dtype = np.dtype(dtype)
+  if dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+  if dtype in tuple(np.dtype(h) for h in _HALF) or np.issubdtype(dtype, np.floating):
+    return jnp.dtype(jnp.float32)
+  return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def as_float(x) -> jax.Array:
+  """``x`` as a JAX float array in the dtype :func:`float_dtype` picks."""
+  x = jnp.asarray(x)
+  return x.astype(float_dtype(x.dtype))
+
+
+def matmul_tn(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a^T b`` over the second-to-last axis (batched), at HIGHEST precision.
+
+  Args:
+    a: [..., m, p].
+    b: [..., m, q].
+
+  Returns:
+    [..., p, q].
+  """
+  return jnp.einsum("...mp,...mq->...pq", a, b, precision=HIGHEST)
+
+
+def matmul_nt(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a b^T`` over the last axis (batched), at HIGHEST precision.
+
+  Args:
+    a: [..., p, m].
+    b: [..., q, m].
+
+  Returns:
+    [..., p, q].
+  """
+  return jnp.einsum("...pm,...qm->...pq", a, b, precision=HIGHEST)
+
+
+def gram(z: jax.Array) -> jax.Array:
+  """``z z^T`` ([..., m, m]) for ``z`` of shape [..., m, d]."""
+  return matmul_nt(z, z)
+
+
+def covariance(z: jax.Array) -> jax.Array:
+  """``z^T z`` ([..., d, d]) for ``z`` of shape [..., m, d] (unnormalised, uncentred)."""
+  return matmul_tn(z, z)
+
+
+def symmetrize(a: jax.Array) -> jax.Array:
+  """``(a + a^T) / 2`` over the last two axes."""
+  return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+
+
+def cholesky_logdiag(a: jax.Array) -> jax.Array:
+  """``log(diag(L))`` of the Cholesky factor ``L`` of SPD ``a`` ([..., m, m] -> [..., m]).
+
+  ``logdet(a) = 2 * sum(cholesky_logdiag(a))``.
+  """
+  chol = jnp.linalg.cholesky(symmetrize(a))
+  return jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1))
+
+
+def logdet_spd(a: jax.Array) -> jax.Array:
+  """``logdet(a)`` of symmetric positive definite ``a`` ([..., m, m] -> [...]) by Cholesky."""
+  return 2.0 * jnp.sum(cholesky_logdiag(a), axis=-1)
+
+
+def logdet_identity_plus(a: jax.Array, scale) -> jax.Array:
+  """``logdet(I + scale * a)`` for PSD ``a`` ([..., m, m]) and ``scale >= 0`` ([...]), by Cholesky.
+
+  ``I + scale * a`` has every eigenvalue at least 1, so the Cholesky factorisation exists and
+  the result is >= 0 up to round-off.
+  """
+  m = a.shape[-1]
+  scale = jnp.asarray(scale, a.dtype)[..., None, None]
+  return logdet_spd(jnp.eye(m, dtype=a.dtype) + scale * a)
+
+
+def psd_eigvalsh(a: jax.Array) -> jax.Array:
+  """Eigenvalues of the PSD matrix ``a`` ([..., m, m] -> [..., m]), clipped at zero."""
+  return jnp.maximum(jnp.linalg.eigvalsh(symmetrize(a)), 0.0)
+
+
+def bucket(size: int, *, minimum: int = 1) -> int:
+  """The next power of two at or above ``max(size, minimum)`` (a padded size that bounds recompiles)."""
+  size = max(int(size), int(minimum), 1)
+  return 1 << (size - 1).bit_length()
