@@ -2,16 +2,94 @@
 
 Which pre-trained model, and which layer of it, will transfer best to a target task? TransRate
 (Huang et al., ICML 2022) and its peers answer before any fine-tuning, batched and jit-compiled
-on CPU, GPU or TPU.
+on CPU, GPU or TPU. Flax capture lives in ``transrate_jax.capture`` and the embedded model zoo in
+``transrate_jax.zoo`` (imported on demand, so ``import transrate_jax`` does not import Flax).
 """
 
 # Core TransRate.
 from transrate_jax._src.transrate import coding_rate
 from transrate_jax._src.transrate import transrate
 
+# Sweeps, streaming, many devices.
+from transrate_jax._src.sharding import transrate_sharded
+from transrate_jax._src.streaming import TransRateStats
+from transrate_jax._src.streaming import transrate_from_batches
+from transrate_jax._src.sweep import register_metric
+from transrate_jax._src.sweep import registered_metrics
+from transrate_jax._src.sweep import score_many
+from transrate_jax._src.sweep import transrate_many
+
+# Regression and multi-label targets.
+from transrate_jax._src.regression import MultilabelScore
+from transrate_jax._src.regression import RegressionScore
+from transrate_jax._src.regression import quantize_targets
+from transrate_jax._src.regression import transrate_multilabel
+from transrate_jax._src.regression import transrate_regression
+
+# Differentiable TransRate.
+from transrate_jax._src.regularizer import transrate_loss
+
+# Peer metrics.
+from transrate_jax._src.gbc import gbc
+from transrate_jax._src.hscore import hscore
+from transrate_jax._src.hscore import regularized_hscore
+from transrate_jax._src.leep import leep
+from transrate_jax._src.leep import nce
+from transrate_jax._src.leep import nleep
+from transrate_jax._src.lfc import lfc
+from transrate_jax._src.logme import logme
+from transrate_jax._src.parc import parc
+from transrate_jax._src.sfda import sfda
+from transrate_jax._src import registry as _registry
+
+# Evaluation: how well do scores predict transfer accuracy?
+from transrate_jax._src.evaluation import kendall_tau
+from transrate_jax._src.evaluation import pearson
+from transrate_jax._src.evaluation import relative_top_accuracy
+from transrate_jax._src.evaluation import top_k_hit
+from transrate_jax._src.evaluation import weighted_tau
+
+# Layer and model selection on Flax models, and the ground truth.
+from transrate_jax._src.probe import linear_probe_accuracy
+from transrate_jax._src.selection import SelectionResult
+from transrate_jax._src.selection import layer_sweep
+from transrate_jax._src.selection import rank_models
+
 __version__ = "0.1.0"
 
 __all__ = (
     "coding_rate",
+    "gbc",
+    "hscore",
+    "kendall_tau",
+    "layer_sweep",
+    "leep",
+    "lfc",
+    "linear_probe_accuracy",
+    "logme",
+    "MultilabelScore",
+    "nce",
+    "nleep",
+    "parc",
+    "pearson",
+    "quantize_targets",
+    "rank_models",
+    "register_metric",
+    "registered_metrics",
+    "RegressionScore",
+    "regularized_hscore",
+    "relative_top_accuracy",
+    "score_many",
+    "SelectionResult",
+    "sfda",
+    "top_k_hit",
     "transrate",
+    "transrate_from_batches",
+    "transrate_loss",
+    "transrate_many",
+    "transrate_multilabel",
+    "transrate_regression",
+    "transrate_sharded",
+    "TransRateStats",
+    "weighted_tau",
 )

@@ -107,7 +107,15 @@ def psd_eigvalsh(a: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.linalg.eigvalsh(symmetrize(a)), 0.0)
 
 
-def bucket(size: int, *, minimum: int = 1) -> int:
-  """The next power of two at or above ``max(size, minimum)`` (a padded size that bounds recompiles)."""
+def bucket(size: int, *, minimum: int = 1, steps: int = 1) -> int:
+  """A padded size at or above ``max(size, minimum)`` from a small set (bounds recompiles).
+
+  With ``steps=1`` the next power of two. With ``steps=k`` (a power of two) each octave
+  ``(2^(j-1), 2^j]`` is cut into ``k`` equal steps, so padding wastes at most ``1/k`` of the size.
+  """
   size = max(int(size), int(minimum), 1)
-  return 1 << (size - 1).bit_length()
+  if size == 1:
+    return 1
+  octave = 1 << ((size - 1).bit_length() - 1)  # 2^(j-1) < size <= 2^j
+  step = max(1, octave // steps)
+  return -(-size // step) * step

@@ -30,6 +30,11 @@ def all_finite(x) -> bool:
   return bool(_all_finite(x))
 
 
+def _dtype_of(x) -> np.dtype:
+  dtype = getattr(x, "dtype", None)
+  return np.dtype(dtype if dtype is not None else np.asarray(x).dtype)
+
+
 def check_features(features, *, name: str = "features", min_samples: int = 2) -> jax.Array:
   """Validates a ``[n, d]`` feature matrix and returns it as a float JAX array.
 
@@ -40,8 +45,8 @@ def check_features(features, *, name: str = "features", min_samples: int = 2) ->
   shape = np.shape(features)
   if len(shape) != 2:
     raise ValueError(f"{name} must be a 2-D array [n, d]; got shape {tuple(shape)}.")
-  dtype = np.dtype(getattr(features, "dtype", None) or np.asarray(features).dtype)
-  if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+  dtype = _dtype_of(features)
+  if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.bool_):
     raise ValueError(f"{name} must be numeric; got dtype {dtype}.")
   if shape[0] < min_samples:
     raise ValueError(f"{name} needs at least {min_samples} samples (rows); got {shape[0]}.")
@@ -69,8 +74,8 @@ def check_labels(labels, n: int, *, num_classes: int | None = None, name: str = 
     raise ValueError(f"{name} must be a 1-D array [n]; got shape {tuple(shape)}.")
   if shape[0] != n:
     raise ValueError(f"{name} has {shape[0]} entries but the features have {n} rows.")
-  dtype = np.dtype(getattr(labels, "dtype", None) or np.asarray(labels).dtype)
-  if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+  dtype = _dtype_of(labels)
+  if not (jnp.issubdtype(dtype, jnp.integer) or dtype == np.bool_):
     raise ValueError(
         f"{name} must be integer class indices; got dtype {dtype}. "
         "For continuous targets use transrate_regression.")

@@ -1,0 +1,114 @@
+"""Every metric at one size, beside a naive NumPy version of the same algorithm (the public-code way).
+
+The cases (ours, naive, tolerance) live in benchmarks/_cases_peers_a.py (LogME, H-score,
+regularized H-score) and benchmarks/_cases_peers_b.py (LEEP, NCE, N-LEEP, GBC, LFC, SFDA, PARC);
+TransRate's case is here. For each metric, in one run: our first call (compile + run) and the
+median of repeated calls (``block_until_ready``), the naive version once or more, a correctness
+check before timing, and the speed-up. JSON to benchmarks/results/bench_metrics.json.
+
+    python benchmarks/bench_metrics.py                          # (n, d, C) = (10000, 2048, 100)
+    python benchmarks/bench_metrics.py --n 2000 --d 256 --c 20  # quick
+    python benchmarks/bench_metrics.py --only LogME,H-score
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import _cases_peers_a  # noqa: E402
+import _cases_peers_b  # noqa: E402
+from bench_transrate import naive_numpy as naive_transrate  # noqa: E402
+
+import transrate_jax as tj  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).parent / "results" / "bench_metrics.json"
+
+TRANSRATE_CASE = {"metric": "TransRate", "paper": "Huang et al., ICML 2022",
+                  "function": "transrate_jax.transrate",
+                  "ours": lambda f, y: tj.transrate(f, y), "naive": naive_transrate, "rtol": 2e-3}
+
+
+def make_data(n, d, c, seed=0):
+  """ReLU-like float32 features with class structure, n / c samples per class."""
+  rng = np.random.default_rng(seed)
+  labels = np.arange(n) % c
+  rng.shuffle(labels)
+  means = rng.normal(size=(c, d)).astype(np.float32)
+  features = np.maximum(rng.standard_normal((n, d), dtype=np.float32) + means[labels], 0.0)
+  return features, labels
+
+
+def time_case(case, features, labels, repeats, naive_repeats):
+  t0 = time.perf_counter()
+  first = jax.block_until_ready(case["ours"](features, labels))
+  first_s = time.perf_counter() - t0
+  times_naive, naive_value = [], None
+  for _ in range(naive_repeats):
+    t0 = time.perf_counter()
+    naive_value = case["naive"](features, labels)
+    times_naive.append(time.perf_counter() - t0)
+  ours = float(np.asarray(first))
+  if case.get("rtol") is not None:
+    ok = abs(ours - float(naive_value)) <= case["rtol"] * max(abs(float(naive_value)), 1e-12)
+    assert ok, f"{case['metric']}: ours {ours} vs naive {float(naive_value)}"
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(case["ours"](features, labels))
+    times.append(time.perf_counter() - t0)
+  ours_s = statistics.median(times)
+  naive_s = statistics.median(times_naive)
+  return {"metric": case["metric"], "paper": case["paper"], "function": case["function"],
+          "ours_s": ours_s, "ours_compile_s": max(first_s - ours_s, 0.0),
+          "naive_numpy_s": naive_s, "speedup": naive_s / ours_s, "ours_value": ours,
+          "naive_value": float(naive_value), "checked": case.get("rtol") is not None}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--n", type=int, default=10000)
+  parser.add_argument("--d", type=int, default=2048)
+  parser.add_argument("--c", type=int, default=100)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--naive-repeats", type=int, default=1)
+  parser.add_argument("--only", help="comma-separated metric names")
+  parser.add_argument("--out", default=str(RESULTS))
+  args = parser.parse_args()
+  device = jax.devices()[0]
+  print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; "
+        f"(n, d, C) = ({args.n}, {args.d}, {args.c}) float32", flush=True)
+  features, labels = make_data(args.n, args.d, args.c)
+  cases = [TRANSRATE_CASE] + _cases_peers_a.CASES + _cases_peers_b.CASES
+  if args.only:
+    keep = {m.strip() for m in args.only.split(",")}
+    cases = [c for c in cases if c["metric"] in keep]
+  rows = []
+  for case in cases:
+    try:
+      row = time_case(case, features, labels, args.repeats, args.naive_repeats)
+    except Exception as e:  # noqa: BLE001 - report and go on with the next metric
+      print(f"{case['metric']:>20}: failed: {type(e).__name__}: {e}", flush=True)
+      rows.append({"metric": case["metric"], "error": f"{type(e).__name__}: {e}"})
+      continue
+    rows.append(row)
+    print(f"{row['metric']:>20}: ours {row['ours_s']:8.3f} s (compile {row['ours_compile_s']:.2f} s)"
+          f"  naive {row['naive_numpy_s']:8.3f} s  speed-up {row['speedup']:6.1f}x"
+          f"{'' if row['checked'] else '  (randomised: values not compared)'}", flush=True)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(exist_ok=True)
+  out.write_text(json.dumps({"device": f"{device.device_kind} ({device.platform})",
+                             "jax": jax.__version__, "n": args.n, "d": args.d, "C": args.c,
+                             "dtype": "float32", "rows": rows}, indent=2))
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,125 @@
+"""How fast is one TransRate score? Ours vs a naive NumPy loop vs the one-matmul floor.
+
+For each (n, d, C), float32 features with class structure, in one run:
+  * ours:   ``transrate_jax.transrate`` (first call = compile + run, reported apart; then median);
+  * naive:  NumPy, the way the public code computes it: a d x d ``slogdet`` per class and globally;
+  * floor:  one ``Z^T Z`` matmul in JAX at ``Precision.HIGHEST`` (the least any exact method pays).
+Correctness is checked (ours vs naive) before anything is timed. Results go to
+benchmarks/results/bench_transrate.json with the device named.
+
+    python benchmarks/bench_transrate.py            # the issue's three shapes
+    python benchmarks/bench_transrate.py --quick    # small shapes, seconds
+"""
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import transrate_jax as tj
+
+SHAPES = [(10000, 512, 10), (10000, 2048, 100), (50000, 2048, 100)]
+QUICK_SHAPES = [(2000, 256, 10), (4000, 512, 20)]
+EPS = 1e-4
+RESULTS = pathlib.Path(__file__).parent / "results" / "bench_transrate.json"
+
+
+def make_data(n, d, c, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, c, n)
+  means = rng.normal(size=(c, d)).astype(np.float32)
+  features = rng.standard_normal((n, d), dtype=np.float32) + means[labels]
+  return features, labels
+
+
+def naive_numpy(features, labels, eps=EPS):
+  """The public code's way: d x d slogdet per term, Python loop over classes (prior weights)."""
+  f = features - features.mean(axis=0, keepdims=True)
+  n, d = f.shape
+
+  def rate(z):
+    return 0.5 * np.linalg.slogdet(np.eye(d, dtype=z.dtype) + z.T @ z / (z.shape[0] * eps))[1]
+
+  total = rate(f)
+  for c in range(int(labels.max()) + 1):
+    zc = f[labels == c]
+    if len(zc):
+      total -= len(zc) / n * rate(zc)
+  return total
+
+
+@jax.jit
+def floor_matmul(z):
+  return jnp.matmul(z.T, z, precision=jax.lax.Precision.HIGHEST)
+
+
+def timed(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), out
+
+
+def bench_shape(n, d, c, repeats):
+  features, labels = make_data(n, d, c)
+  fj = jax.device_put(features)
+  # Compile (first call) apart from the steady state.
+  t0 = time.perf_counter()
+  jax.block_until_ready(tj.transrate(fj, labels, eps=EPS))
+  first_call = time.perf_counter() - t0
+  naive_t, naive_value = timed(lambda: naive_numpy(features, labels), 1 if n * d > 5e7 else 3)
+  ours_t, ours_value = timed(lambda: tj.transrate(fj, labels, eps=EPS), repeats)
+  rel = abs(float(ours_value) - float(naive_value)) / abs(float(naive_value))
+  # Both run in float32; the naive covariance side is itself only ~1e-4 accurate at eps=1e-4.
+  assert rel < 2e-3, f"ours {float(ours_value)} vs naive {float(naive_value)}"
+  jax.block_until_ready(floor_matmul(fj))
+  floor_t, _ = timed(lambda: floor_matmul(fj), repeats)
+  row = {
+      "n": n, "d": d, "C": c, "dtype": "float32",
+      "ours_s": ours_t, "ours_compile_s": max(first_call - ours_t, 0.0),
+      "naive_numpy_s": naive_t, "floor_matmul_s": floor_t,
+      "speedup_vs_naive": naive_t / ours_t, "ratio_to_floor": ours_t / floor_t,
+      "rel_diff_vs_naive": rel,
+  }
+  print(f"(n={n:>6}, d={d:>5}, C={c:>4})  ours {ours_t * 1e3:9.1f} ms "
+        f"(compile {row['ours_compile_s']:.2f} s)  naive {naive_t * 1e3:9.1f} ms  "
+        f"floor {floor_t * 1e3:8.1f} ms  speed-up {row['speedup_vs_naive']:6.1f}x  "
+        f"ours/floor {row['ratio_to_floor']:.2f}  rel diff {rel:.1e}", flush=True)
+  return row
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--regression", action="store_true",
+                      help="also time transrate_regression at n=50000, d=2048, 10 bins")
+  args = parser.parse_args()
+  device = jax.devices()[0]
+  print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, "
+        f"{platform.processor() or platform.machine()}")
+  rows = [bench_shape(n, d, c, args.repeats) for n, d, c in
+          (QUICK_SHAPES if args.quick else SHAPES)]
+  result = {"device": f"{device.device_kind} ({device.platform})", "jax": jax.__version__,
+            "eps": EPS, "shapes": rows}
+  if args.regression:
+    from _cases_regression import run as run_regression  # noqa: PLC0415
+    result["regression"] = run_regression(**({"n": 5000, "d": 256} if args.quick else {}))
+    print("regression:", json.dumps(result["regression"]))
+  if not args.quick:
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+  main()

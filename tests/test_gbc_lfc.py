@@ -1,0 +1,77 @@
+"""GBC and LFC (and the shared exact PCA) against float64 oracles and public code."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference_peers_b as R
+from transrate_jax._src import gbc as gbc_lib
+from transrate_jax._src import lfc as lfc_lib
+
+REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
+CASES = sorted(R.FEATURE_CASES)
+
+
+@pytest.mark.parametrize("shape", [(50, 8), (12, 30)])
+def test_pca_matches_sklearn(shape):
+  x = np.random.default_rng(0).normal(size=shape) @ np.diag(np.linspace(1, 3, shape[1]))
+  k = 5
+  got = jax.jit(gbc_lib.pca_project, static_argnums=1)(x, k)
+  np.testing.assert_allclose(got, R.pca_full(x, k), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
+def test_gbc_matches_stable_transfer_and_oracle(name, gaussian):
+  x, y = R.feature_case(name)
+  want = REF["gbc_stable_transfer"][f"{name}/{gaussian}"]
+  # The reference casts PCA outputs to float32 when it reduces (d > 64).
+  rtol = 1e-10 if REF["gbc_stable_transfer_input_dtype"][f"{name}/{gaussian}"] == "float64" else 2e-5
+  oracle = R.gbc(x, y, gaussian=gaussian)
+  np.testing.assert_allclose(oracle, want, rtol=rtol)
+  np.testing.assert_allclose(gbc_lib.gbc(x, y, gaussian=gaussian), oracle, rtol=1e-9)
+  if name == "small":  # the low-noise cases are too ill-conditioned for a float32 PCA
+    got32 = gbc_lib.gbc(x.astype(np.float32), y, gaussian=gaussian)
+    assert got32.dtype == jnp.float32
+    np.testing.assert_allclose(got32, oracle, rtol=1e-4)
+
+
+def test_gbc_jit_vmap_empty_class_and_relabel():
+  x, y = R.feature_case("small")
+  f = jax.jit(jax.vmap(lambda a: gbc_lib.gbc(a, y, num_classes=4, pca_dim=6)))
+  got = f(jnp.stack([x, x[::-1]]))
+  want0 = R.gbc(x, y, pca_dim=6)
+  np.testing.assert_allclose(got[0], want0, rtol=1e-9)
+  # An empty class (label 4 unused, 5 classes declared) contributes nothing.
+  y_gap = np.where(y == 3, 4, y)
+  np.testing.assert_allclose(gbc_lib.gbc(x, y_gap, num_classes=6), gbc_lib.gbc(x, y), rtol=1e-12)
+  with pytest.raises(ValueError, match="gaussian"):
+    gbc_lib.gbc(x, y, gaussian="full")
+  with pytest.raises(ValueError, match="pca_dim"):
+    gbc_lib.gbc(x, y, pca_dim=0)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_lfc_matches_oracle(name):
+  x, y = R.feature_case(name)
+  want = R.lfc(x, y)
+  np.testing.assert_allclose(lfc_lib.lfc(x, y), want, rtol=1e-10)
+  got32 = lfc_lib.lfc(x.astype(np.float32), y)  # float32
+  assert got32.dtype == jnp.float32
+  np.testing.assert_allclose(got32, want, rtol=1e-4)
+
+
+def test_lfc_wide_jit_vmap_and_invariances():
+  x, y = R.feature_case("pca")
+  x, y = x[:40], y[:40]  # n < d: Gram side
+  want = R.lfc(x, y)
+  got = jax.jit(jax.vmap(lambda a: lfc_lib.lfc(a, y, num_classes=4)))(jnp.stack([x, 3.0 * x + 1.0]))
+  np.testing.assert_allclose(got, [want, want], rtol=1e-10)  # scale and shift invariant
+  perm = np.array([3, 1, 0, 2])
+  np.testing.assert_allclose(lfc_lib.lfc(x, perm[y]), want, rtol=1e-10)
+  with pytest.raises(ValueError, match="NaN"):
+    lfc_lib.lfc(np.full((5, 2), np.nan), np.arange(5) % 2)

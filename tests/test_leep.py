@@ -1,0 +1,145 @@
+"""LEEP, NCE and N-LEEP (with its Gaussian-mixture EM) against float64 oracles and public code."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference_peers_b as R
+from transrate_jax._src import gbc as gbc_lib
+from transrate_jax._src import leep as leep_lib
+
+REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
+
+
+@pytest.mark.parametrize("name", sorted(R.PROB_CASES))
+def test_leep_matches_tllib_and_oracle(name):
+  theta, y = R.make_probs(*R.PROB_CASES[name])
+  want = REF["leep_tllib"][name]
+  np.testing.assert_allclose(R.leep(theta, y), want, rtol=1e-12)
+  np.testing.assert_allclose(leep_lib.leep(theta, y), want, rtol=1e-12)
+  got32 = leep_lib.leep(theta.astype(np.float32), y)
+  assert got32.dtype == jnp.float32
+  np.testing.assert_allclose(got32, want, rtol=2e-5)
+
+
+def test_leep_jit_vmap_and_zero_source_class():
+  theta, y = R.make_probs(*R.PROB_CASES["probs"])
+  theta2 = np.array(theta)
+  theta2[:, 3] = 0.0  # a source class that is never predicted
+  theta2 /= theta2.sum(axis=1, keepdims=True)
+  stack = jnp.stack([theta, theta2])
+  got = jax.jit(jax.vmap(lambda t: leep_lib.leep(t, y, num_classes=5)))(stack)
+  np.testing.assert_allclose(got, [R.leep(theta, y), R.leep(theta2, y)], rtol=1e-12)
+  assert np.isfinite(got).all()
+  # Renaming target classes does not change the score.
+  perm = np.array([2, 0, 4, 1, 3])
+  np.testing.assert_allclose(leep_lib.leep(theta, perm[y]), got[0], rtol=1e-12)
+
+
+def test_leep_rejects_bad_probabilities():
+  theta, y = R.make_probs(*R.PROB_CASES["probs"])
+  with pytest.raises(ValueError, match="sum to 1"):
+    leep_lib.leep(theta * 2, y)
+  bad = theta.copy()
+  bad[0, 0] = -0.1
+  with pytest.raises(ValueError, match=">= 0"):
+    leep_lib.leep(bad, y)
+  bad[0, 0] = np.nan
+  with pytest.raises(ValueError, match="NaN"):
+    leep_lib.leep(bad, y)
+  with pytest.raises(ValueError, match="entries"):
+    leep_lib.leep(theta, y[:-1])
+  with pytest.raises(ValueError, match="num_classes"):
+    jax.jit(leep_lib.leep)(theta, y)
+
+
+@pytest.mark.parametrize("name", sorted(R.HARD_CASES))
+def test_nce_matches_tllib_and_oracle(name):
+  z, y = R.make_hard(*R.HARD_CASES[name])
+  want = REF["nce_tllib"][name]
+  np.testing.assert_allclose(R.nce(z, y), want, rtol=1e-12)
+  np.testing.assert_allclose(leep_lib.nce(z, y), want, rtol=1e-12)
+  got = jax.jit(lambda a, b: leep_lib.nce(a, b, num_classes=6, num_source_classes=30))(z, y)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_nce_errors_and_perfect_prediction():
+  y = np.array([0, 1, 2, 1, 0])
+  np.testing.assert_allclose(leep_lib.nce(y + 3, y), 0.0, atol=1e-15)  # Y a function of Z
+  with pytest.raises(ValueError, match="source_labels must be >= 0"):
+    leep_lib.nce(-y, y)
+  with pytest.raises(ValueError, match="integer"):
+    leep_lib.nce(y.astype(float), y)
+
+
+def _blobs(seed, n=240, k=2, num_components=3):
+  rng = np.random.default_rng(seed)
+  centers = 6.0 * rng.normal(size=(num_components, k))
+  lab = rng.integers(0, num_components, size=n)
+  x = centers[lab] + rng.normal(size=(n, k)) * (0.5 + rng.random((num_components, k))[lab])
+  return x, lab
+
+
+_FIT = jax.jit(lambda a, r: leep_lib._fit_gmm(a, r, max_iter=100, tol=1e-3, reg_covar=1e-6))
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "random"])
+def test_em_matches_sklearn(init):
+  x, _ = _blobs(0)
+  resp0 = leep_lib._initial_resp(jax.random.key(3), jnp.asarray(x), 3, init)
+  log_resp, lower, n_iter, converged = _FIT(x, resp0)
+  ref = R.sklearn_gmm(x, np.asarray(resp0))
+  assert bool(converged) and ref.converged_
+  assert int(n_iter) == ref.n_iter_
+  np.testing.assert_allclose(lower, ref.lower_bound_, rtol=1e-10)
+  np.testing.assert_allclose(np.exp(log_resp), ref.predict_proba(x), atol=1e-8)
+
+
+def test_em_float32_and_max_iter():
+  x, _ = _blobs(1)
+  resp0 = leep_lib._initial_resp(jax.random.key(0), jnp.asarray(x), 3, "kmeans++")
+  ref = R.sklearn_gmm(x, np.asarray(resp0))
+  log_resp, _, _, _ = _FIT(jnp.asarray(x, jnp.float32), resp0.astype(jnp.float32))
+  assert log_resp.dtype == jnp.float32
+  np.testing.assert_allclose(np.exp(log_resp), ref.predict_proba(x), atol=1e-3)
+  _, _, n_iter, converged = jax.jit(
+      lambda a, r: leep_lib._fit_gmm(a, r, max_iter=1, tol=1e-3, reg_covar=1e-6))(x, resp0)
+  assert int(n_iter) == 1 and not bool(converged)
+
+
+def _nleep_init(x, num_components, key):
+  mean, evals, axes = gbc_lib.pca_eigh(jnp.asarray(x))
+  k = leep_lib.num_components_for_variance(evals, 0.8)
+  xp = (jnp.asarray(x) - mean) @ axes[:, :k]
+  return k, leep_lib._initial_resp(key, xp, num_components, "kmeans++")
+
+
+@pytest.mark.parametrize("name", ["small"])
+def test_nleep_matches_sklearn_oracle(name):
+  x, y = R.feature_case(name)
+  key = jax.random.key(7)
+  k, resp0 = _nleep_init(x, 5 * 4, key)
+  from sklearn.decomposition import PCA
+  assert k == PCA(n_components=0.8, svd_solver="full").fit(x).n_components_
+  want = R.nleep(x, y, np.asarray(resp0))
+  np.testing.assert_allclose(leep_lib.nleep(x, y, key=key), want, rtol=1e-8)
+
+
+def test_nleep_static_pca_dim_jit_vmap():
+  x, y = R.feature_case("small")
+  key = jax.random.key(1)
+  f = jax.jit(jax.vmap(lambda a: leep_lib.nleep(a, y, key=key, pca_dim=3, num_classes=4,
+                                                components_per_class=2)))
+  got = f(jnp.stack([x, 2.0 * x]))
+  eager = leep_lib.nleep(x, y, key=key, pca_dim=3, components_per_class=2)
+  # Scale-invariant up to the absolute reg_covar and tol.
+  np.testing.assert_allclose(got, [eager, eager], rtol=1e-4)
+  assert -np.log(4) - 1e-9 <= float(eager) <= 0.0
+  with pytest.raises(ValueError, match="pca_dim"):
+    jax.jit(lambda a: leep_lib.nleep(a, y, key=key, num_classes=4))(x)
+  with pytest.raises(ValueError, match="components"):
+    leep_lib.nleep(x[:10], y[:10], key=key)

@@ -1,0 +1,161 @@
+"""H-score and regularized (Ledoit-Wolf shrunk) H-score.
+
+Bao, Li, Huang, Wang, Zheng and Liu, "An Information-Theoretic Approach to Transferability in Task
+Transfer Learning", ICIP 2019 (H-score). Ibrahim, Ponomareva and Mazumder, "Newer is not always
+better: Rethinking transferability metrics, their peculiarities, stability and performance",
+ECML-PKDD 2022 (regularized H-score).
+
+With ``Z = F - mean(F)`` ([n, d]), ``S = Z^T Z`` and ``B = sum_c n_c (mu_c - mu)(mu_c - mu)^T``
+(``n - 1`` times the sample covariances of ``f`` and of ``E[f | y]``, the normalisation cancels),
+both scores are spectral sums over one eigendecomposition of the smaller of ``Z^T Z`` (d x d) and
+``Z Z^T`` (n x n): with eigenpairs ``(l_i, v_i)`` of ``S`` and ``q_i = v_i^T B v_i``,
+
+    H     = sum_{l_i > cutoff} q_i / l_i,
+    H_reg = sum_i (1 - a) q_i / ((1 - a) l_i + a tr(S) / d).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from transrate_jax._src import numerics
+from transrate_jax._src import validation
+
+
+def _spectrum(features, labels, num_classes):
+  """Centred eigen-spectrum shared by both scores.
+
+  Returns:
+    lam: [K] eigenvalues of Z^T Z (K = d) or Z Z^T (K = n), ascending, clipped at 0.
+    q: [K] ``v_i^T B v_i`` for the matching eigenvectors of Z^T Z.
+    z: [n, d] centred features.
+  """
+  n, d = features.shape
+  z = features - jnp.mean(features, axis=0, keepdims=True)
+  counts = jax.ops.segment_sum(jnp.ones((n,), z.dtype), labels, num_segments=num_classes)
+  inv_sqrt = jnp.where(counts > 0, jax.lax.rsqrt(jnp.maximum(counts, 1.0)), 0.0)
+  if n < d:
+    lam, u = jnp.linalg.eigh(numerics.gram(z))  # u: [n, n]
+    lam = jnp.maximum(lam, 0.0)
+    # B = Z^T E E^T Z with E = onehot / sqrt(n_c): v_i = Z^T u_i / sqrt(l_i),
+    # q_i = l_i |E^T u_i|^2.
+    eu = jax.ops.segment_sum(u, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, n]
+    q = lam * jnp.sum(eu * eu, axis=0)
+  else:
+    lam, v = jnp.linalg.eigh(numerics.covariance(z))  # v: [d, d]
+    lam = jnp.maximum(lam, 0.0)
+    sums = jax.ops.segment_sum(z, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, d]
+    mv = jnp.matmul(sums, v, precision=numerics.HIGHEST)
+    q = jnp.sum(mv * mv, axis=0)
+  return lam, q, z
+
+
+def _cutoff(lam):
+  """Pseudo-inverse threshold: ``10 * K * eps * max(l)`` (``jnp.linalg.pinv``'s default)."""
+  return 10.0 * lam.shape[-1] * jnp.finfo(lam.dtype).eps * jnp.max(lam)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _hscore_kernel(features, labels, *, num_classes):
+  lam, q, _ = _spectrum(features, labels, num_classes)
+  keep = lam > _cutoff(lam)
+  return jnp.sum(jnp.where(keep, q / jnp.where(keep, lam, 1.0), 0.0))
+
+
+def _ledoit_wolf(z, lam):
+  """Ledoit-Wolf shrinkage ``a`` of the centred ``z`` ([n, d]) given the spectrum of Z^T Z."""
+  n, d = z.shape
+  if d == 1:
+    return jnp.zeros((), z.dtype)
+  nf = jnp.asarray(n, z.dtype)
+  mu = jnp.sum(lam) / (nf * d)  # tr(emp_cov) / d, emp_cov = Z^T Z / n
+  # ||emp_cov - mu I||_F^2 / d over all d eigenvalues (d - K of them are zero).
+  delta = (jnp.sum((lam / nf - mu) ** 2) + (d - lam.shape[0]) * mu * mu) / d
+  row_norm2 = jnp.sum(z * z, axis=1)
+  # beta = (sum_k |z_k|^4 / n - ||Z^T Z||_F^2 / n^2) / (d n)
+  beta = (jnp.sum(row_norm2 * row_norm2) / nf - jnp.sum(lam * lam) / (nf * nf)) / (d * nf)
+  beta = jnp.minimum(beta, delta)
+  return jnp.where(delta > 0, jnp.maximum(beta, 0.0) / jnp.where(delta > 0, delta, 1.0), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _regularized_kernel(features, labels, *, num_classes):
+  lam, q, z = _spectrum(features, labels, num_classes)
+  d = features.shape[1]
+  a = _ledoit_wolf(z, lam)
+  den = (1.0 - a) * lam + a * jnp.sum(lam) / d
+  keep = den > _cutoff(den)
+  score = jnp.sum(jnp.where(keep, (1.0 - a) * q / jnp.where(keep, den, 1.0), 0.0))
+  return score, a
+
+
+def _validate(features, labels, num_classes):
+  features = validation.check_features(features)
+  labels, num_classes = validation.check_labels(labels, features.shape[0], num_classes=num_classes)
+  return features, labels, num_classes
+
+
+def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
+  """H-score ``tr(pinv(cov(f)) cov(E[f | y]))`` (higher is better).
+
+  Both covariances are sample covariances (the normalisation cancels). The pseudo-inverse drops
+  eigenvalues of ``cov(f)`` below ``10 * K * eps * max`` (``K = min(n, d)``, ``jnp.linalg.pinv``'s
+  default rule); ``tllib.ranking.h_score`` uses ``np.linalg.pinv(rcond=1e-15)``, so the two agree
+  whenever ``cov(f)`` is well conditioned and can differ on (numerically) singular ones, where
+  tllib inverts round-off. Invariant to invertible linear maps of the features; when
+  ``n - 1 <= d`` the centred features span everything and the score is ``C' - 1`` (``C'``:
+  classes present), so H-score needs ``n >> d`` to discriminate. (Some re-implementations
+  multiply the matrices elementwise instead of taking the trace of the product; this does not.)
+
+  Cost: one ``Z^T Z`` (or ``Z Z^T`` when n < d) and one ``eigh`` of the smaller side.
+
+  Args:
+    features: [n, d] float features.
+    labels: [n] int class labels in ``0..C-1``.
+    num_classes: static C (needed under ``jit``/``vmap``); default ``max(labels) + 1``.
+
+  Returns:
+    Scalar score in the features' float dtype, in ``[0, C - 1]``.
+
+  Example:
+    >>> hscore(features, labels)  # doctest: +SKIP
+
+  Reference: Bao et al., ICIP 2019.
+  """
+  features, labels, num_classes = _validate(features, labels, num_classes)
+  return _hscore_kernel(features, labels, num_classes=num_classes)
+
+
+def regularized_hscore(features, labels, *, num_classes: int | None = None,
+                       return_shrinkage: bool = False):
+  """Regularized H-score with Ledoit-Wolf shrinkage (higher is better).
+
+      S_a = (1 - a) S + a tr(S) / d I,    H_a = tr(S_a^{-1} (1 - a) cov(E[f | y])),
+
+  with ``S`` the sample covariance of the features and ``a`` the closed-form Ledoit-Wolf
+  shrinkage (the value ``sklearn.covariance.ledoit_wolf_shrinkage`` returns for the same
+  features; ``a = 0`` when d = 1). ``S_a`` is invertible whenever ``a > 0``; otherwise a
+  pseudo-inverse as in :func:`hscore`.
+
+  Difference from ``tllib.ranking.regularized_h_score``: tllib takes ``S_a`` from
+  ``sklearn.covariance.LedoitWolf`` (which divides by n) but ``cov(E[f|y])`` from ``np.cov``
+  (which divides by n - 1), so its value is this one times ``n / (n - 1)``; here both
+  covariances use the same normalisation, as in the formula.
+
+  Args:
+    features: [n, d] float features.
+    labels: [n] int class labels in ``0..C-1``.
+    num_classes: static C (needed under ``jit``/``vmap``); default ``max(labels) + 1``.
+    return_shrinkage: also return the shrinkage ``a``.
+
+  Returns:
+    Scalar score (features' float dtype), or ``(score, a)``.
+
+  Reference: Ibrahim, Ponomareva and Mazumder, ECML-PKDD 2022 (arXiv:2110.06893).
+  """
+  features, labels, num_classes = _validate(features, labels, num_classes)
+  score, a = _regularized_kernel(features, labels, num_classes=num_classes)
+  return (score, a) if return_shrinkage else score

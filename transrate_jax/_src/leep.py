@@ -1,0 +1,358 @@
+"""LEEP, NCE and N-LEEP: transferability from (soft or hard) source-task predictions.
+
+- LEEP: Nguyen, Hassner, Seeger and Archambeau, "LEEP: A New Measure to Evaluate Transferability
+  of Learned Representations", ICML 2020.
+- NCE: Tran, Nguyen and Hassner, "Transferability and Hardness of Supervised Classification
+  Tasks", ICCV 2019.
+- N-LEEP: Li, Jia, Sohn, Lin, Zhou, Hu, Fang and Gong, "Ranking Neural Checkpoints", CVPR 2021:
+  LEEP on the posteriors of a Gaussian mixture fitted to PCA-reduced features.
+
+The Gaussian mixture (full covariances) is fitted by EM in JAX with the same updates, stopping
+rule and ``reg_covar`` as ``sklearn.mixture.GaussianMixture``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transrate_jax._src import gbc as _gbc
+from transrate_jax._src import numerics
+from transrate_jax._src import validation
+
+HIGHEST = numerics.HIGHEST
+
+# Rows of source_probs must sum to 1 within this absolute tolerance.
+_ROW_SUM_ATOL = 1e-3
+
+
+def _safe_log(x):
+  """``log(x)`` with ``-inf`` at ``x == 0`` and a finite gradient path."""
+  pos = x > 0
+  return jnp.where(pos, jnp.log(jnp.where(pos, x, 1.0)), -jnp.inf)
+
+
+def _leep_from_log(log_theta, theta, y, num_classes):
+  """LEEP from log source probabilities ``log_theta`` [n, Cs] (and ``theta = exp(log_theta)``)."""
+  n = theta.shape[0]
+  onehot = jax.nn.one_hot(y, num_classes, dtype=theta.dtype)
+  joint = jnp.matmul(onehot.T, theta, precision=HIGHEST) / n  # P(y, z): [C, Cs]
+  marginal = jnp.sum(joint, axis=0)  # P(z): [Cs]
+  log_cond = _safe_log(joint) - jnp.where(marginal > 0, _safe_log(marginal), 0.0)
+  log_cond = jnp.where(marginal > 0, log_cond, 0.0)  # theta[:, z] == 0 there: any finite value
+  per_sample = jax.nn.logsumexp(log_theta + log_cond[y], axis=1)
+  return jnp.mean(per_sample)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _leep_kernel(theta, y, *, num_classes):
+  return _leep_from_log(_safe_log(theta), theta, y, num_classes)
+
+
+def _check_probs(source_probs, name="source_probs"):
+  theta = validation.check_features(source_probs, name=name, min_samples=1)
+  if validation.is_concrete(theta):
+    host = np.asarray(theta, dtype=np.float64)
+    if np.any(host < 0):
+      raise ValueError(f"{name} must be >= 0 (probabilities); found {host.min()}.")
+    sums = host.sum(axis=1)
+    bad = np.abs(sums - 1.0) > _ROW_SUM_ATOL
+    if np.any(bad):
+      i = int(np.argmax(bad))
+      raise ValueError(
+          f"each row of {name} must sum to 1 (probabilities; apply softmax to logits); "
+          f"row {i} sums to {sums[i]}.")
+  return theta
+
+
+def leep(source_probs, labels, *, num_classes: int | None = None) -> jax.Array:
+  """Log Expected Empirical Prediction (LEEP). Higher is better.
+
+      P(y, z) = 1/n sum_{i: y_i = y} theta_iz,   P(y | z) = P(y, z) / P(z),
+      LEEP = 1/n sum_i log sum_z theta_iz P(y_i | z),
+
+  computed in log space (``logsumexp``), so tiny probabilities do not underflow.
+
+  Args:
+    source_probs: [n, Cs] source-model class probabilities ``theta`` on the target data
+      (rows >= 0 summing to 1 within 1e-3; apply softmax to logits first).
+    labels: [n] int target labels in ``0..C-1``.
+    num_classes: static ``C``; needed under ``jit``/``vmap``, else ``max(labels) + 1``.
+
+  Returns:
+    Scalar LEEP (<= 0), the mean log-likelihood of the "expected empirical predictor".
+
+  Example:
+    >>> score = leep(jax.nn.softmax(source_logits), labels)  # doctest: +SKIP
+
+  Reference: Nguyen et al., ICML 2020 (matches ``tllib.ranking.log_expected_empirical_prediction``).
+  """
+  theta = _check_probs(source_probs)
+  y, c = validation.check_labels(labels, theta.shape[0], num_classes=num_classes)
+  return _leep_kernel(theta, y, num_classes=c)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_source_classes", "dtype"))
+def _nce_kernel(z, y, *, num_classes, num_source_classes, dtype):
+  n = y.shape[0]
+  counts = jnp.zeros(num_classes * num_source_classes, jnp.int32)
+  counts = counts.at[y * num_source_classes + z].add(jnp.ones_like(y))
+  joint = counts.reshape(num_classes, num_source_classes).astype(dtype) / n  # P(y, z)
+  marginal = jnp.sum(joint, axis=0)  # P(z)
+  pos = joint > 0
+  log_cond = _safe_log(jnp.where(pos, joint, 1.0)) - _safe_log(jnp.where(pos, marginal, 1.0))
+  return jnp.sum(jnp.where(pos, joint * log_cond, 0.0))
+
+
+def nce(source_labels, labels, *, num_classes: int | None = None,
+        num_source_classes: int | None = None) -> jax.Array:
+  """Negative Conditional Entropy (NCE). Higher is better.
+
+      NCE = -H(Y | Z) = sum_{y, z} P(y, z) log P(y | z),
+
+  with ``P`` the empirical joint distribution of hard source labels ``z`` (e.g. the source
+  model's argmax prediction) and target labels ``y``, and ``0 log 0 = 0``.
+
+  Args:
+    source_labels: [n] int source labels in ``0..Cs-1``.
+    labels: [n] int target labels in ``0..C-1``.
+    num_classes: static ``C``; needed under ``jit``/``vmap``, else ``max(labels) + 1``.
+    num_source_classes: static ``Cs``; needed under ``jit``/``vmap``, else
+      ``max(source_labels) + 1``.
+
+  Returns:
+    Scalar NCE (<= 0) in nats, in JAX's default float dtype.
+
+  Reference: Tran et al., ICCV 2019 (matches ``tllib.ranking.negative_conditional_entropy``).
+  """
+  if len(np.shape(labels)) != 1:
+    raise ValueError(f"labels must be a 1-D array [n]; got shape {tuple(np.shape(labels))}.")
+  n = np.shape(labels)[0]
+  if n < 1:
+    raise ValueError("labels must hold at least one sample.")
+  y, c = validation.check_labels(labels, n, num_classes=num_classes)
+  z, cs = validation.check_labels(source_labels, n, num_classes=num_source_classes,
+                                  name="source_labels")
+  dtype = numerics.float_dtype(np.int32)
+  return _nce_kernel(z, y, num_classes=c, num_source_classes=cs, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian mixture with full covariances, fitted by EM (scikit-learn's algorithm).
+
+
+def _component_batch(n, k, num_components):
+  """Components handled together so that a [batch, n, k] block stays below ~2**25 entries."""
+  return max(1, min(num_components, (1 << 25) // max(1, n * k)))
+
+
+def _map_components(fn, xs, n, k, num_components):
+  """``fn`` over the leading (component) axis: one vmap when small, else batched ``lax.map``."""
+  batch = _component_batch(n, k, num_components)
+  if batch >= num_components:
+    return jax.vmap(fn)(xs)
+  return jax.lax.map(fn, xs, batch_size=batch)
+
+
+def _m_step(x, resp, reg_covar):
+  """Weights [K], means [K, k], precision Cholesky factors [K, k, k] from responsibilities."""
+  n, k = x.shape
+  num_components = resp.shape[1]
+  nk = jnp.sum(resp, axis=0) + 10 * jnp.finfo(x.dtype).eps
+  means = jnp.matmul(resp.T, x, precision=HIGHEST) / nk[:, None]
+  eye = jnp.eye(k, dtype=x.dtype)
+
+  def one(args):
+    r, mu, w = args
+    diff = x - mu
+    cov = jnp.matmul((r[:, None] * diff).T, diff, precision=HIGHEST) / w + reg_covar * eye
+    chol = jnp.linalg.cholesky(numerics.symmetrize(cov))
+    # Precision Cholesky: inv(chol)^T (upper triangular), as scikit-learn stores it.
+    return jax.scipy.linalg.solve_triangular(chol, eye, lower=True).T
+
+  prec_chol = _map_components(one, (resp.T, means, nk), n, k, num_components)
+  weights = nk / jnp.sum(nk)
+  return weights, means, prec_chol
+
+
+def _e_step(x, weights, means, prec_chol):
+  """Per-sample log-likelihood [n] and log responsibilities [n, K]."""
+  n, k = x.shape
+  num_components = means.shape[0]
+
+  def one(args):
+    mu, p = args
+    yv = jnp.matmul(x - mu, p, precision=HIGHEST)
+    return jnp.sum(yv * yv, axis=1)
+
+  sq = _map_components(one, (means, prec_chol), n, k, num_components).T  # [n, K]
+  log_det = jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
+  weighted = -0.5 * (k * math.log(2 * math.pi) + sq) + log_det + jnp.log(weights)
+  log_norm = jax.nn.logsumexp(weighted, axis=1)
+  return log_norm, weighted - log_norm[:, None]
+
+
+def _kmeans_plusplus(key, x, num_components):
+  """Indices [K] of k-means++ seeds (D^2 sampling) among the rows of ``x``."""
+  n = x.shape[0]
+  key0, key = jax.random.split(key)
+  first = jax.random.randint(key0, (), 0, n, dtype=jnp.int32)
+  idx = jnp.zeros(num_components, jnp.int32).at[0].set(first)
+  d2 = jnp.sum((x - x[first]) ** 2, axis=1)
+
+  def body(j, carry):
+    idx, d2 = carry
+    logits = jnp.where(d2 > 0, _safe_log(d2), -jnp.inf)
+    logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)
+    i = jax.random.categorical(jax.random.fold_in(key, j), logits).astype(jnp.int32)
+    return idx.at[j].set(i), jnp.minimum(d2, jnp.sum((x - x[i]) ** 2, axis=1))
+
+  idx, _ = jax.lax.fori_loop(1, num_components, body, (idx, d2))
+  return idx
+
+
+@functools.partial(jax.jit, static_argnames=("num_components", "init"))
+def _initial_resp(key, x, num_components, init):
+  """Initial responsibilities [n, K]: hard assignment to k-means++ seeds, or random rows."""
+  n = x.shape[0]
+  if init == "kmeans++":
+    centers = x[_kmeans_plusplus(key, x, num_components)]
+    d2 = (jnp.sum(x * x, axis=1)[:, None] - 2 * jnp.matmul(x, centers.T, precision=HIGHEST)
+          + jnp.sum(centers * centers, axis=1)[None, :])
+    return jax.nn.one_hot(jnp.argmin(d2, axis=1), num_components, dtype=x.dtype)
+  r = jax.random.uniform(key, (n, num_components), dtype=x.dtype)
+  return r / jnp.sum(r, axis=1, keepdims=True)
+
+
+def _fit_gmm(x, resp0, *, max_iter, tol, reg_covar):
+  """EM from initial responsibilities, with scikit-learn's loop and stopping rule.
+
+  Returns:
+    ``(log_resp [n, K], lower_bound, n_iter, converged)``; ``log_resp`` are the posteriors of
+    the final parameters (what ``predict_proba`` returns).
+  """
+  params = _m_step(x, resp0, reg_covar)
+  dtype = x.dtype
+
+  def cond(state):
+    it, _, lower, prev = state
+    return (it < max_iter) & ~(jnp.abs(lower - prev) < tol)
+
+  def body(state):
+    it, params, lower, _ = state
+    log_norm, log_resp = _e_step(x, *params)
+    params = _m_step(x, jnp.exp(log_resp), reg_covar)
+    return it + 1, params, jnp.mean(log_norm), lower
+
+  init = (jnp.asarray(0, jnp.int32), params, jnp.asarray(-jnp.inf, dtype),
+          jnp.asarray(jnp.nan, dtype))
+  it, params, lower, prev = jax.lax.while_loop(cond, body, init)
+  converged = jnp.abs(lower - prev) < tol
+  _, log_resp = _e_step(x, *params)
+  return log_resp, lower, it, converged
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "num_classes", "num_components", "pca_dim", "max_iter", "tol", "reg_covar", "init"))
+def _nleep_kernel(x, y, key, mean, axes, k_keep, *, num_classes, num_components, pca_dim,
+                  max_iter, tol, reg_covar, init):
+  if axes is None:
+    mean, _, axes = _gbc.pca_eigh(x)
+  xp = jnp.matmul(x - mean, axes[:, :pca_dim], precision=HIGHEST)
+  if k_keep is not None:
+    # Columns from k_keep on are zeroed: that leaves every posterior unchanged (the fitted
+    # covariances are block diagonal), so nearby dimensions share one compiled program.
+    xp = jnp.where(jnp.arange(pca_dim) < k_keep, xp, 0.0)
+  resp0 = _initial_resp(key, xp, num_components, init)
+  log_resp, _, _, _ = _fit_gmm(xp, resp0, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+  return _leep_from_log(log_resp, jnp.exp(log_resp), y, num_classes)
+
+
+_pca_eigh_jit = jax.jit(_gbc.pca_eigh)
+
+
+def num_components_for_variance(evals, variance: float) -> int:
+  """scikit-learn's rule for ``PCA(n_components=variance)``: fewest components explaining more
+  than ``variance`` of the total (``searchsorted(cumsum(ratio), variance, 'right') + 1``)."""
+  evals = np.asarray(evals, dtype=np.float64)
+  total = evals.sum()
+  if total <= 0:
+    return 1
+  ratio = np.cumsum(evals / total)
+  return int(min(np.searchsorted(ratio, variance, side="right") + 1, evals.shape[0]))
+
+
+def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None = None,
+          components_per_class: int = 5, num_classes: int | None = None, max_iter: int = 100,
+          tol: float = 1e-3, reg_covar: float = 1e-6, init: str = "kmeans++") -> jax.Array:
+  """N-LEEP: LEEP on the posteriors of a Gaussian mixture fitted to PCA-reduced features.
+
+  Higher is better. Steps: exact PCA keeping the fewest components that explain more than
+  ``variance`` of the variance (scikit-learn's ``PCA(n_components=0.8)`` rule), or exactly
+  ``pca_dim`` components; a Gaussian mixture with ``K = components_per_class * C`` full-covariance
+  components fitted by EM (scikit-learn's updates, ``reg_covar`` added to every covariance, stop
+  when the mean log-likelihood changes by less than ``tol`` or after ``max_iter`` iterations);
+  then ``LEEP(posteriors, labels)`` (see :func:`leep`), with the components as source classes.
+
+  EM starts from a hard assignment of every sample to the nearest of ``K`` k-means++ seeds
+  (``init="kmeans++"``) or from random responsibilities (``init="random"``), drawn from ``key``:
+  the score is random through the initialisation, so fix ``key`` to compare models.
+
+  With ``pca_dim=None`` the number of components is read from the data, so the call runs two
+  compiled programs (the PCA, then the rest) and cannot be traced: pass ``pca_dim`` (static)
+  under ``jit``/``vmap``. The projected dimension is padded with zero columns to a multiple of 8
+  (posteriors are unchanged) so that similar dimensions share a compiled program.
+
+  Args:
+    features: [n, d] float features.
+    labels: [n] int target labels in ``0..C-1``.
+    key: ``jax.random`` key for the initialisation.
+    variance: fraction of variance the kept principal components explain (0 < variance <= 1).
+    pca_dim: fixed number of principal components instead of ``variance`` (static).
+    components_per_class: mixture components per target class (5 in the paper).
+    num_classes: static ``C``; needed under ``jit``/``vmap``, else ``max(labels) + 1``.
+    max_iter: maximum EM iterations (static).
+    tol: EM stopping tolerance on the mean log-likelihood (scikit-learn's ``tol``).
+    reg_covar: added to the diagonal of every covariance (scikit-learn's default 1e-6).
+    init: ``"kmeans++"`` or ``"random"``.
+
+  Returns:
+    Scalar N-LEEP (<= 0).
+
+  Reference: Li et al., "Ranking Neural Checkpoints", CVPR 2021.
+  """
+  if init not in ("kmeans++", "random"):
+    raise ValueError(f"init must be 'kmeans++' or 'random'; got {init!r}.")
+  for name, value in (("components_per_class", components_per_class), ("max_iter", max_iter)):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+      raise ValueError(f"{name} must be a positive Python int; got {value!r}.")
+  if not 0 < float(variance) <= 1:
+    raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")
+  x = validation.check_features(features)
+  y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
+  n, d = x.shape
+  num_components = int(components_per_class) * c
+  if num_components > n:
+    raise ValueError(
+        f"the mixture has {num_components} components (components_per_class * C) but there are "
+        f"only {n} samples.")
+  config = dict(num_classes=c, num_components=num_components, max_iter=int(max_iter),
+                tol=float(tol), reg_covar=float(reg_covar), init=init)
+  if pca_dim is not None:
+    if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
+      raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
+    k = min(int(pca_dim), n, d)
+    return _nleep_kernel(x, y, key, None, None, None, pca_dim=k, **config)
+  if not validation.is_concrete(x):
+    raise ValueError(
+        "features are traced (inside jit/vmap/grad): the variance rule needs concrete values; "
+        "pass pca_dim= as a static Python int.")
+  mean, evals, axes = _pca_eigh_jit(x)
+  k = num_components_for_variance(np.asarray(evals), float(variance))
+  k_pad = min(-(-k // 8) * 8, axes.shape[1])
+  return _nleep_kernel(x, y, key, mean, axes, jnp.asarray(k, jnp.int32), pca_dim=k_pad,
+                       **config)

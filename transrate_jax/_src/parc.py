@@ -1,0 +1,97 @@
+"""Pairwise Annotation Representation Comparison (PARC).
+
+Bolya, Mittapalli and Hoffman, "Scalable Diverse Model Selection for Accessible Transfer
+Learning", NeurIPS 2021. Reference code: dbolya/parc ``methods.py`` (class ``PARC``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transrate_jax._src import gbc as _gbc
+from transrate_jax._src import numerics
+from transrate_jax._src import validation
+
+HIGHEST = numerics.HIGHEST
+
+
+def _average_ranks_sorted(sorted_keys):
+  """0-based average ranks (ties share the mean position) of an ascending array."""
+  m = sorted_keys.shape[0]
+  pos = jnp.arange(m, dtype=jnp.int32)
+  new = jnp.concatenate([jnp.ones((1,), bool), sorted_keys[1:] != sorted_keys[:-1]])
+  last = jnp.concatenate([sorted_keys[1:] != sorted_keys[:-1], jnp.ones((1,), bool)])
+  start = jax.lax.cummax(jnp.where(new, pos, 0))
+  end = jax.lax.cummin(jnp.where(last, pos, m), reverse=True)
+  return start, end
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "pca_dim"))
+def _parc_kernel(x, y, *, num_classes, pca_dim):
+  n, d = x.shape
+  del num_classes  # the label RDM only depends on whether two labels are equal
+  z = _gbc.pca_project(x, pca_dim)
+  # StandardScaler (zero-variance columns keep scale 1).
+  z = z - jnp.mean(z, axis=0)
+  std = jnp.sqrt(jnp.mean(z * z, axis=0))
+  z = z / jnp.where(std > 0, std, 1.0)
+  # Row-wise Pearson correlation: rdm = 1 - corr.
+  z = z - jnp.mean(z, axis=1, keepdims=True)
+  z = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+  corr = numerics.gram(z)  # [n, n]
+  off = ~jnp.eye(n, dtype=bool)
+  # Ranking 1 - corr is ranking -corr; the diagonal goes last (+inf) and gets weight 0. Using
+  # both triangles doubles every value, which maps ranks affinely and leaves Spearman unchanged.
+  keys = jnp.where(off, -corr, jnp.inf).reshape(-1)
+  different = (y[:, None] != y[None, :]).reshape(-1).astype(jnp.int8)
+  weights = off.reshape(-1).astype(jnp.int8)
+  keys, different, weights = jax.lax.sort((keys, different, weights), num_keys=1)
+  start, end = _average_ranks_sorted(keys)
+  m = n * (n - 1)
+  rank = (start.astype(x.dtype) + end.astype(x.dtype)) / (2.0 * m)
+  w = weights.astype(x.dtype)
+  b = different.astype(x.dtype)
+  rank_mean = jnp.sum(w * rank) / m
+  b_mean = jnp.sum(w * b) / m
+  dr = w * (rank - rank_mean)
+  db = w * (b - b_mean)
+  spearman = jnp.sum(dr * db) / jnp.sqrt(jnp.sum(dr * dr) * jnp.sum(db * db))
+  return 100.0 * spearman
+
+
+def parc(features, labels, *, pca_dim: int = 32, num_classes: int | None = None) -> jax.Array:
+  """PARC: Spearman correlation of feature and label dissimilarity matrices, times 100.
+
+  Higher is better. A port of the reference ``PARC.forward`` / ``get_parc_correlation``:
+
+  1. PCA to ``k = min(pca_dim, n, d)`` components (the reference uses a randomised PCA with one
+     power iteration, an approximation of the exact PCA used here; scikit-learn >= 1.5 signs).
+  2. Standardise each component (``StandardScaler``).
+  3. ``RDM_f = 1 - corrcoef(rows)``, ``RDM_y = 1 - corrcoef(one_hot(labels))``; the latter is
+     0 for pairs of the same class and ``C / (C - 1)`` otherwise.
+  4. ``PARC = 100 * spearman(upper triangle of RDM_f, upper triangle of RDM_y)``, with average
+     ranks for ties, as ``scipy.stats.spearmanr``.
+
+  Forms ``n x n`` matrices and sorts ``n (n - 1)`` values: memory grows as ``n^2``.
+
+  Args:
+    features: [n, d] float features.
+    labels: [n] int class indices in ``0..C-1`` (at least two classes present).
+    pca_dim: number of principal components (32 in the reference; static).
+    num_classes: static ``C``; needed under ``jit``/``vmap``, else ``max(labels) + 1``.
+
+  Returns:
+    Scalar PARC in ``[-100, 100]``.
+
+  Reference: Bolya et al., NeurIPS 2021.
+  """
+  if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
+    raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
+  x = validation.check_features(features)
+  y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
+  n, d = x.shape
+  return _parc_kernel(x, y, num_classes=c, pca_dim=min(int(pca_dim), n, d))

@@ -1,0 +1,417 @@
+"""Streaming TransRate: exact scores from per-class sufficient statistics that add across chunks.
+
+The score depends on the data only through the class counts ``n_c``, sums ``s_c = sum_{i in c} f_i``
+and second moments ``S_c = sum_{i in c} f_i f_i^T`` (DESIGN.md §1, "Streaming and many devices").
+With ``mu = sum_c s_c / n``:
+
+    Z^T Z     = S - n mu mu^T                                   (S = sum_c S_c)
+    Z_c^T Z_c = S_c - s_c mu^T - mu s_c^T + n_c mu mu^T         (rows of class c, globally centred)
+    TrR       = 1/2 logdet(I + Z^T Z / (n eps)) - sum_c w_c 1/2 logdet(I + Z_c^T Z_c / (n_c eps))
+
+Statistics are accumulated around a shift (the first chunk's mean) so float32 sums of features with
+a large common offset do not cancel. Memory is ``C x d x d`` for the class second moments.
+
+Per chunk, the class second moments cost about ``m d^2`` flops (not ``C m d^2``): the chunk's rows
+are sorted by class into tiles of ``t`` rows that each hold one class, and each tile adds
+``x_t^T x_t`` to its class (fixed shapes, so one compiled update per chunk size).
+
+Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transrate_jax._src import numerics
+from transrate_jax._src import transrate as transrate_lib
+from transrate_jax._src import validation
+
+
+def _tile_size(rows: int, num_classes: int) -> int:
+  """Rows per tile: about one tile per class per chunk, a power of two in [8, 256]."""
+  return int(min(256, max(8, numerics.bucket(-(-rows // max(num_classes, 1))))))
+
+
+def class_moments(x, labels, mask, *, num_classes: int, tile: int, axis_names: tuple = ()):
+  """Per-class counts, sums and second moments of the rows of ``x`` (traceable, fixed shapes).
+
+  Args:
+    x: [m, d] float rows.
+    labels: [m] int in ``0..num_classes-1``.
+    mask: [m] bool; rows with False are ignored (padding).
+    num_classes: static C.
+    tile: static rows per tile.
+    axis_names: inside ``jax.shard_map``, the mesh axes the rows vary over (the loop's
+      accumulator is cast to vary over them).
+
+  Returns:
+    ``(counts [C] int32, sums [C, d], second [C, d, d])`` with ``second[c] = sum_{i in c} x_i x_i^T``.
+  """
+  m, d = x.shape
+  c_total = num_classes
+  lab = jnp.where(mask, labels, c_total).astype(jnp.int32)  # masked rows -> dummy class C
+  x = jnp.where(mask[:, None], x, 0.0)
+  counts = jnp.zeros((c_total + 1,), jnp.int32).at[lab].add(1)[:c_total]
+  sums = jax.ops.segment_sum(x, lab, num_segments=c_total + 1)[:c_total]
+  # Sort rows by class and lay each class out on whole tiles: sum_c ceil(n_c / t) <= m/t + C tiles.
+  order = jnp.argsort(lab, stable=True)
+  slab = lab[order]
+  slab_c = jnp.minimum(slab, c_total - 1)
+  tiles_c = (counts + tile - 1) // tile
+  tile_end = jnp.cumsum(tiles_c)
+  padded_start = (tile_end - tiles_c) * tile
+  class_start = jnp.cumsum(counts) - counts
+  num_tiles = -(-m // tile) + min(c_total, m)
+  pos = jnp.where(slab < c_total,
+                  padded_start[slab_c] + jnp.arange(m) - class_start[slab_c], num_tiles * tile)
+  buf = jnp.zeros((num_tiles * tile, d), x.dtype).at[pos].set(x[order], mode="drop")
+  tiles = buf.reshape(num_tiles, tile, d)
+  tile_class = jnp.minimum(
+      jnp.searchsorted(tile_end, jnp.arange(num_tiles), side="right"), c_total - 1)
+
+  def body(j, acc):
+    t = jax.lax.dynamic_index_in_dim(tiles, j, keepdims=False)
+    return acc.at[tile_class[j]].add(numerics.covariance(t))
+
+  init = jnp.zeros((c_total, d, d), x.dtype)
+  if axis_names:
+    init = jax.lax.pcast(init, tuple(axis_names), to="varying")
+  second = jax.lax.fori_loop(0, tile_end[-1], body, init)
+  return counts, sums, second
+
+
+def _pad_rows(features, labels, mask):
+  """Rows padded to a power of two (masked out), so chunk sizes compile a handful of programs."""
+  m = features.shape[0]
+  rows = numerics.bucket(m)
+  mask = jnp.asarray(mask, bool)
+  if rows == m:
+    return features, labels, mask
+  return (jnp.pad(features, ((0, rows - m), (0, 0))), jnp.pad(labels, (0, rows - m)),
+          jnp.pad(mask, (0, rows - m)))
+
+
+def _reshift(counts, sums, second, delta):
+  """Statistics of ``x + delta`` from those of ``x`` (per class)."""
+  nc = counts.astype(sums.dtype)
+  outer = jnp.einsum("ci,j->cij", sums, delta, precision=numerics.HIGHEST)
+  second = (second + outer + jnp.swapaxes(outer, -1, -2)
+            + nc[:, None, None] * jnp.outer(delta, delta)[None])
+  sums = sums + nc[:, None] * delta[None, :]
+  return sums, second
+
+
+class TransRateStats(NamedTuple):
+  """Sufficient statistics for TransRate; a pytree (a NamedTuple), additive across chunks.
+
+  All sums are of ``x = f - shift``.
+
+  Attributes:
+    counts: [C] int32 class counts ``n_c``.
+    sums: [C, d] per-class sums ``s_c``.
+    second_moments: [C, d, d] per-class ``S_c = sum_{i in c} x_i x_i^T``.
+    shift: [d] the point the statistics are taken around (the first chunk's mean).
+    n: int32 scalar, the number of samples seen.
+  """
+  counts: jax.Array
+  sums: jax.Array
+  second_moments: jax.Array
+  shift: jax.Array
+  n: jax.Array
+
+  @classmethod
+  def init(cls, dim: int, *, num_classes: int, dtype=jnp.float32) -> "TransRateStats":
+    """Empty statistics for features of width ``dim`` and ``num_classes`` classes.
+
+    Memory: ``num_classes * dim * dim`` floats (the class second moments).
+    """
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+      raise ValueError(f"dim must be a positive Python int; got {dim!r}.")
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+      raise ValueError(f"num_classes must be a positive Python int; got {num_classes!r}.")
+    dtype = numerics.float_dtype(dtype)
+    return cls(counts=jnp.zeros((num_classes,), jnp.int32),
+               sums=jnp.zeros((num_classes, dim), dtype),
+               second_moments=jnp.zeros((num_classes, dim, dim), dtype),
+               shift=jnp.zeros((dim,), dtype),
+               n=jnp.zeros((), jnp.int32))
+
+  @property
+  def num_classes(self) -> int:
+    return self.counts.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.shift.shape[0]
+
+  def update(self, features, labels, mask=None) -> "TransRateStats":
+    """Adds a chunk: ``features`` [m, d], ``labels`` [m] in ``0..C-1``, optional ``mask`` [m] bool
+    (rows with False are ignored). Jit-compiled (one program per chunk shape).
+
+    Raises:
+      ValueError: the errors of :func:`transrate_jax.transrate` on the chunk, or a width other
+        than ``dim``.
+    """
+    f = validation.check_features(features, min_samples=1)
+    if f.shape[1] != self.dim:
+      raise ValueError(f"features have {f.shape[1]} columns but the statistics were initialised "
+                       f"with dim={self.dim}.")
+    y, _ = validation.check_labels(labels, f.shape[0], num_classes=self.num_classes)
+    if mask is None:
+      mask = np.ones((f.shape[0],), bool)
+    elif np.shape(mask) != (f.shape[0],):
+      raise ValueError(f"mask must have shape ({f.shape[0]},); got {np.shape(mask)}.")
+    return _update(self, *_pad_rows(f.astype(self.sums.dtype), y, mask),
+                   tile=_tile_size(numerics.bucket(f.shape[0]), self.num_classes))
+
+  def merge(self, other: "TransRateStats") -> "TransRateStats":
+    """The statistics of both sets of samples (e.g. from two workers); order does not matter."""
+    if (self.num_classes, self.dim) != (other.num_classes, other.dim):
+      raise ValueError(
+          f"cannot merge statistics of shape (C={self.num_classes}, d={self.dim}) with "
+          f"(C={other.num_classes}, d={other.dim}).")
+    return _merge(self, other)
+
+  def finalize(self, *, eps=1e-4, weighting: Optional[str] = None,
+               preset: Optional[str] = None) -> jax.Array:
+    """The TransRate score of every sample seen, equal to the in-memory :func:`transrate`.
+
+    ``preset="official"`` normalises each row *after* centring by the global mean, which one pass
+    of statistics cannot do: use :func:`transrate_from_batches` (two passes) for it.
+
+    Raises:
+      ValueError: no samples, ``preset="official"``, bad ``eps``/``weighting``/``preset``.
+    """
+    config = transrate_lib.resolve_config(weighting, preset)
+    if config.normalize:
+      raise ValueError(
+          "preset='official' L2-normalises rows after centring by the global mean, which needs a "
+          "second pass over the data: use transrate_from_batches(batches, preset='official') with "
+          "a re-iterable input, or transrate() in memory.")
+    eps, eps_vector = validation.check_eps(eps)
+    if validation.is_concrete(self.n) and int(self.n) < 2:
+      raise ValueError(f"TransRate needs at least 2 samples; the statistics hold {int(self.n)}.")
+    return _finalize(self, eps, config=config, centre=True, eps_vector=eps_vector)
+
+
+@functools.partial(jax.jit, static_argnames=("tile",))
+def _update(stats: TransRateStats, features, labels, mask, *, tile):
+  cnt = jnp.sum(mask)
+  chunk_mean = jnp.sum(jnp.where(mask[:, None], features, 0.0), axis=0) / jnp.maximum(cnt, 1)
+  shift = jnp.where(stats.n > 0, stats.shift, chunk_mean)
+  counts, sums, second = class_moments(features - shift, labels, mask,
+                                       num_classes=stats.num_classes, tile=tile)
+  return TransRateStats(counts=stats.counts + counts, sums=stats.sums + sums,
+                        second_moments=stats.second_moments + second, shift=shift,
+                        n=stats.n + cnt.astype(jnp.int32))
+
+
+_update_donated = jax.jit(_update.__wrapped__, static_argnames=("tile",), donate_argnums=(0,))
+
+
+@jax.jit
+def _merge(a: TransRateStats, b: TransRateStats) -> TransRateStats:
+  shift = jnp.where(a.n > 0, a.shift, b.shift)
+  sa, qa = _reshift(a.counts, a.sums, a.second_moments, a.shift - shift)
+  sb, qb = _reshift(b.counts, b.sums, b.second_moments, b.shift - shift)
+  return TransRateStats(counts=a.counts + b.counts, sums=sa + sb, second_moments=qa + qb,
+                        shift=shift, n=a.n + b.n)
+
+
+def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool,
+                       eps_vector: bool):
+  """TransRate from per-class statistics of ``x = f - shift`` (traceable).
+
+  Args:
+    counts: [C] class counts; sums: [C, d]; second: [C, d, d]; shift: [d].
+    eps: scalar or [E].
+    config: a :class:`transrate_lib.Config` (``normalize`` is ignored: the caller has applied it).
+    centre: centre at the global mean (True), or use the rows as they are (False: they were
+      centred, and possibly normalised, before the statistics were taken).
+    eps_vector: whether ``eps`` is [E].
+
+  Returns:
+    Scalar, or [E].
+  """
+  dtype = sums.dtype
+  d = sums.shape[-1]
+  eps = jnp.asarray(eps, dtype)
+  nc = counts.astype(dtype)
+  n = jnp.sum(nc)
+  s_tot = jnp.sum(sums, axis=0)
+  q = s_tot / n if centre else -shift  # the centre, in shifted coordinates
+  outer = jnp.einsum("ci,j->cij", sums, q, precision=numerics.HIGHEST)
+  qq = jnp.outer(q, q)
+  cls_mats = second - outer - jnp.swapaxes(outer, -1, -2) + nc[:, None, None] * qq[None]
+  tot_outer = jnp.outer(s_tot, q)
+  total_mat = jnp.sum(second, axis=0) - tot_outer - tot_outer.T + n * qq
+  scale = 1.0 / n
+  if config.rank_normalize:
+    lam = numerics.psd_eigvalsh(total_mat)
+    a = scale / eps
+    if eps_vector:
+      total = 0.5 * jnp.sum(jnp.log1p(lam[:, None] * a[None, :]), axis=0)
+    else:
+      total = 0.5 * jnp.sum(jnp.log1p(lam * a))
+  else:
+    total = transrate_lib.half_logdet(total_mat, scale, eps, eps_vector=eps_vector)
+  terms = transrate_lib.half_logdet(cls_mats, transrate_lib.safe_inverse(nc), eps,
+                                    eps_vector=eps_vector)
+  weights = transrate_lib.class_weights(nc, n, config.weighting)
+  score = total - jnp.tensordot(weights, terms, axes=(0, 0))
+  if config.rank_normalize:
+    rank = transrate_lib.numerical_rank(lam, d).astype(dtype)
+    score = jnp.where(rank > 0, score / jnp.maximum(rank, 1.0), 0.0)
+  return score
+
+
+@functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
+def _finalize(stats, eps, *, config, centre, eps_vector):
+  return score_from_moments(stats.counts, stats.sums, stats.second_moments, stats.shift, eps,
+                            config=config, centre=centre, eps_vector=eps_vector)
+
+
+def _grow(stats: TransRateStats, num_classes: int) -> TransRateStats:
+  """The same statistics with room for ``num_classes`` classes (new classes empty)."""
+  extra = num_classes - stats.num_classes
+  return stats._replace(
+      counts=jnp.pad(stats.counts, (0, extra)),
+      sums=jnp.pad(stats.sums, ((0, extra), (0, 0))),
+      second_moments=jnp.pad(stats.second_moments, ((0, extra), (0, 0), (0, 0))))
+
+
+_NORM_FLOOR = 1e-12  # as transrate.py (torch.nn.functional.normalize's default)
+
+
+def normalize_rows(z):
+  """Rows divided by their L2 norm (floored at 1e-12)."""
+  norm = jnp.sqrt(jnp.sum(z * z, axis=1, keepdims=True))
+  return z / jnp.maximum(norm, _NORM_FLOOR)
+
+
+@jax.jit
+def _normalized_sum(features):
+  return jnp.sum(normalize_rows(features), axis=0)
+
+
+@jax.jit
+def _official_rows(features, mean):
+  return normalize_rows(normalize_rows(features) - mean)
+
+
+def _iterate(batches):
+  source = batches() if callable(batches) else batches
+  return iter(source)
+
+
+def _progress(iterable, enabled, desc, total):
+  if not enabled:
+    return iterable
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(iterable, desc=desc, unit="batch", total=total)
+
+
+def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
+                           num_classes: Optional[int] = None, eps=1e-4,
+                           weighting: Optional[str] = None, preset: Optional[str] = None,
+                           progress: bool = True, dtype=None) -> jax.Array:
+  r"""TransRate of a dataset given as chunks, without holding it in memory.
+
+  Accumulates :class:`TransRateStats` (counts ``n_c``, sums ``s_c``, second moments ``S_c`` around
+  a shift) chunk by chunk and finalises:
+
+  .. math:: Z^\top Z = S - n\mu\mu^\top, \qquad
+            Z_c^\top Z_c = S_c - s_c\mu^\top - \mu s_c^\top + n_c \mu\mu^\top.
+
+  The result equals :func:`transrate_jax.transrate` on the concatenated chunks (any chunking).
+
+  Memory is ``C x d x d`` floats for the class statistics (C = 100, d = 2048 in float32: 1.6 GiB).
+  When that is too much: score a subset of classes per pass (the class terms are separate; the
+  total term needs all samples), reduce ``d`` (e.g. PCA or pooling of the layer), or use the
+  in-memory :func:`transrate` (Gram side, ``n_c x n_c`` per class) on a subsample.
+
+  ``preset="official"`` L2-normalises rows, centres, and normalises again, which needs the global
+  mean before the statistics: it makes two passes, so ``batches`` must be re-iterable (a list,
+  or a zero-argument callable returning a fresh iterable); a one-shot iterator raises.
+
+  Args:
+    batches: an iterable of ``(features [m, d], labels [m])`` pairs (NumPy or JAX), or a
+      zero-argument callable returning one.
+    num_classes: C (static int). Default ``max(labels) + 1`` over all chunks (statistics grow as
+      new classes appear).
+    eps, weighting, preset: as in :func:`transrate_jax.transrate`.
+    progress: show a progress bar over chunks (``tqdm.auto``).
+    dtype: accumulation dtype (default: the first chunk's float dtype).
+
+  Returns:
+    A scalar (or [E] for a vector ``eps``).
+
+  Raises:
+    ValueError: no data, fewer than 2 samples, chunks of different widths, labels out of range,
+      a one-shot iterator with ``preset="official"``, and the errors of ``transrate``.
+
+  Example:
+    >>> import numpy as np, transrate_jax as tj
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, 300); f = rng.normal(size=(300, 8)) + np.eye(8)[y]
+    >>> chunks = [(f[i:i + 64], y[i:i + 64]) for i in range(0, 300, 64)]
+    >>> s = tj.transrate_from_batches(chunks, progress=False)
+    >>> bool(np.isclose(s, tj.transrate(f, y), rtol=1e-4))
+    True
+
+  Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
+  """
+  config = transrate_lib.resolve_config(weighting, preset)
+  eps, eps_vector = validation.check_eps(eps)
+  if config.normalize and not callable(batches) and iter(batches) is batches:
+    raise ValueError(
+        "preset='official' needs two passes over the data (the global mean comes before the "
+        "second row normalisation): pass a re-iterable (a list, or a zero-argument callable that "
+        "returns a fresh iterable), not a one-shot iterator or generator.")
+  total = len(batches) if hasattr(batches, "__len__") else None
+
+  mean = None
+  if config.normalize:  # Pass 1: the mean of the L2-normalised rows.
+    acc, count = None, 0
+    for feats, _ in _progress(_iterate(batches), progress, "transrate pass 1/2", total):
+      f = validation.check_features(feats, min_samples=1)
+      if dtype is not None:
+        f = f.astype(numerics.float_dtype(dtype))
+      part = _normalized_sum(f)
+      acc = part if acc is None else acc + part
+      count += f.shape[0]
+    if acc is None:
+      raise ValueError("batches is empty: no samples to score.")
+    mean = acc / count
+
+  stats = None
+  desc = "transrate pass 2/2" if config.normalize else "transrate"
+  for feats, labels in _progress(_iterate(batches), progress, desc, total):
+    f = validation.check_features(feats, min_samples=1)
+    if dtype is not None:
+      f = f.astype(numerics.float_dtype(dtype))
+    if stats is not None and f.shape[1] != stats.dim:
+      raise ValueError(f"a chunk has {f.shape[1]} feature columns; earlier chunks had {stats.dim}.")
+    if num_classes is None:
+      y, c_chunk = validation.check_labels(labels, f.shape[0])
+    else:
+      y, c_chunk = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
+    if stats is None:
+      stats = TransRateStats.init(f.shape[1], num_classes=c_chunk, dtype=f.dtype)
+    elif c_chunk > stats.num_classes:
+      stats = _grow(stats, c_chunk)
+    if config.normalize:
+      f = _official_rows(f.astype(stats.sums.dtype), mean.astype(stats.sums.dtype))
+    stats = _update_donated(stats, *_pad_rows(f.astype(stats.sums.dtype), y,
+                                              np.ones((f.shape[0],), bool)),
+                            tile=_tile_size(numerics.bucket(f.shape[0]), stats.num_classes))
+  if stats is None:
+    raise ValueError("batches is empty: no samples to score.")
+  if int(stats.n) < 2:
+    raise ValueError(f"TransRate needs at least 2 samples; got {int(stats.n)}.")
+  return _finalize(stats, eps, config=config, centre=not config.normalize, eps_vector=eps_vector)
