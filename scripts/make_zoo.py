@@ -19,40 +19,13 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from transrate_jax._src import zoo
 from transrate_jax._src.capture import intermediates
+from transrate_jax._src.probe import linear_probe_accuracy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "transrate_jax" / "zoo"
-
-
-def probe_accuracy(f_tr, y_tr, f_te, y_te, *, steps=500, l2=1e-3):
-  mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
-  f_tr, f_te = (f_tr - mu) / sd, (f_te - mu) / sd
-  c = int(y_tr.max()) + 1
-  w = jnp.zeros((f_tr.shape[1] + 1, c))
-  tx = optax.adam(1e-2)
-
-  def loss(w):
-    logits = f_tr @ w[:-1] + w[-1]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y_tr).mean() + l2 * jnp.sum(
-        w[:-1] ** 2)
-
-  @jax.jit
-  def fit(w):
-    def step(carry, _):
-      w, s = carry
-      g = jax.grad(loss)(w)
-      u, s = tx.update(g, s, w)
-      return (optax.apply_updates(w, u), s), None
-    (w, _), _ = jax.lax.scan(step, (w, tx.init(w)), None, length=steps)
-    return w
-
-  w = fit(w)
-  return float(jnp.mean(jnp.argmax(f_te @ w[:-1] + w[-1], -1) == y_te))
 
 
 def main():
@@ -77,7 +50,7 @@ def main():
     pen = zoo.penultimate(config)
     feats_tr = intermediates(model, x_tr, progress=False)
     feats_te = intermediates(model, x_te, layers=[pen], progress=False)
-    probe = probe_accuracy(feats_tr[pen], y_tr, feats_te[pen], y_te)
+    probe = linear_probe_accuracy(feats_tr[pen], y_tr, feats_te[pen], y_te)
     n_params = sum(int(np.size(v)) for v in jax.tree.leaves(zoo._saved_state(model)))
     models[name] = dict(
         config, source_task=zoo.SOURCE_TASKS[config["task"]][0], seed=args.seed,

@@ -40,9 +40,9 @@ LAYOUTS = ((True, True), (False, True), (True, False), (False, False))
 def test_shapes_pick_the_layouts_they_are_named_for():
   # Guards the parametrisation below: each SHAPES entry exercises the layouts its name says.
   expect = {"gram": (True, True), "covariance": (False, False), "mixed": (False, True)}
-  from transrate_jax._src.transrate import gram_side_cheaper
+  from transrate_jax._src.transrate import dense_gram_cheaper, gram_side_cheaper
   for name, (n, d, c) in SHAPES.items():
-    got = (gram_side_cheaper(n, d), regularizer._class_gram_cheaper(n, d, c))
+    got = (gram_side_cheaper(n, d), dense_gram_cheaper(n, d, c))
     assert got == expect[name], name
 
 

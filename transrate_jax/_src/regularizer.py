@@ -37,11 +37,6 @@ from transrate_jax._src import validation
 GRADIENTS = ("analytic", "autodiff")
 
 
-def _class_gram_cheaper(n: int, d: int, num_classes: int) -> bool:
-  """The layout rule of the core kernel for traced labels (one masked Gram vs C covariances)."""
-  return n * n * d + n ** 3 / 3 <= num_classes * (n * d * d + d ** 3 / 3)
-
-
 def _cholesky(a: jax.Array) -> jax.Array:
   return jnp.linalg.cholesky(numerics.symmetrize(a))
 
@@ -85,7 +80,7 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
 
   if layout is None:
     total_gram = transrate_lib.gram_side_cheaper(n, d)
-    class_gram = _class_gram_cheaper(n, d, num_classes)
+    class_gram = transrate_lib.dense_gram_cheaper(n, d, num_classes)
   else:
     total_gram, class_gram = layout
   g = numerics.gram(z) if (total_gram or class_gram) else None

@@ -253,11 +253,7 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   scale = 1.0 / n
   if config.rank_normalize:
     lam = numerics.psd_eigvalsh(total_mat)
-    a = scale / eps
-    if eps_vector:
-      total = 0.5 * jnp.sum(jnp.log1p(lam[:, None] * a[None, :]), axis=0)
-    else:
-      total = 0.5 * jnp.sum(jnp.log1p(lam * a))
+    total = transrate_lib.half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector)
   else:
     total = transrate_lib.half_logdet(total_mat, scale, eps, eps_vector=eps_vector)
   terms = transrate_lib.half_logdet(cls_mats, transrate_lib.safe_inverse(nc), eps,

@@ -132,12 +132,15 @@ def coding_rate_terms(z: jax.Array, eps: jax.Array, *, eps_vector: bool,
   if not return_eigvals:
     return half_logdet(mat, scale, eps, eps_vector=eps_vector)
   lam = numerics.psd_eigvalsh(mat)
+  return half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector), lam
+
+
+def half_logdet_from_eigvals(lam: jax.Array, scale, eps: jax.Array, *, eps_vector: bool):
+  """``1/2 sum log(1 + scale / eps * lam)`` for eigenvalues ``lam`` [m]: scalar, or [E]."""
   a = scale / eps
   if eps_vector:
-    value = 0.5 * jnp.sum(jnp.log1p(lam[:, None] * a[None, :]), axis=0)
-  else:
-    value = 0.5 * jnp.sum(jnp.log1p(lam * a))
-  return value, lam
+    return 0.5 * jnp.sum(jnp.log1p(lam[:, None] * a[None, :]), axis=0)
+  return 0.5 * jnp.sum(jnp.log1p(lam * a))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,12 +211,16 @@ def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_
   return jnp.tensordot(weights[ids], terms, axes=(0, 0))
 
 
+def dense_gram_cheaper(n: int, d: int, num_classes: int) -> bool:
+  """Layout of the class terms for traced labels: one masked ``n x n`` Gram matrix (``n^2 d +
+  n^3/3`` flops) rather than ``C`` class covariances (``C (n d^2 + d^3/3)``)?"""
+  return n * n * d + n ** 3 / 3 <= num_classes * (n * d * d + d ** 3 / 3)
+
+
 def class_terms_dense(z, labels, weights, counts, eps, *, num_classes, eps_vector):
   """sum_c w_c R_c with traced labels (static C), on the cheaper of two dense layouts."""
   n, d = z.shape
-  gram_cost = n * n * d + (n ** 3) / 3
-  cov_cost = num_classes * (n * d * d + d ** 3 / 3)
-  if gram_cost <= cov_cost:
+  if dense_gram_cheaper(n, d, num_classes):
     # One n x n Gram matrix masked to same-class entries, each class block scaled by 1/n_c.
     # After a permutation it is block diagonal, so its Cholesky factor is too (no fill between
     # blocks) and log L_ii sums, class by class, to each block's log-determinant.
