@@ -143,3 +143,19 @@ def test_nleep_static_pca_dim_jit_vmap():
     jax.jit(lambda a: leep_lib.nleep(a, y, key=key, num_classes=4))(x)
   with pytest.raises(ValueError, match="components"):
     leep_lib.nleep(x[:10], y[:10], key=key)
+
+
+def test_nleep_breakdown_raises_instead_of_nan():
+  """A float32 fit on a zoo layer of large scale used to return NaN; now it raises (or is finite)."""
+  from transrate_jax import zoo
+  from transrate_jax.capture import intermediates
+  x, y, _, _ = zoo.load_target_task()
+  f = intermediates(zoo.load("mlp_l_flip10"), x, layers=["blocks/2/linear"],
+                    progress=False)["blocks/2/linear"]
+  try:
+    score = float(leep_lib.nleep(np.asarray(f, np.float32), y, key=jax.random.key(0)))
+  except ValueError as e:
+    assert "broke down" in str(e)
+  else:
+    assert np.isfinite(score)
+  assert np.isfinite(float(leep_lib.nleep(np.asarray(f, np.float64), y, key=jax.random.key(0))))

@@ -160,7 +160,8 @@ def _cmd_score(args) -> int:
   target = _target_kind(args)
   if target == "classes":
     target = f"{int(np.max(labels)) + 1} classes"
-  print(f"{', '.join(metrics)} of {len(rows)} feature sets, {rows[0]['n']} samples, {target} "
+  names = ", ".join("TransRate" if m == "transrate" else m for m in metrics)
+  print(f"{names} of {len(rows)} feature sets, {rows[0]['n']} samples, {target} "
         f"[{source}]")
   print(f"eps={args.eps:g}, preset={args.preset}, weighting={args.weighting or 'prior'}; "
         "higher is better, comparable within one target task only.\n")

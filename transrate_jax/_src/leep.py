@@ -354,5 +354,13 @@ def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None =
   mean, evals, axes = _pca_eigh_jit(x)
   k = num_components_for_variance(np.asarray(evals), float(variance))
   k_pad = min(-(-k // 8) * 8, axes.shape[1])
-  return _nleep_kernel(x, y, key, mean, axes, jnp.asarray(k, jnp.int32), pca_dim=k_pad,
-                       **config)
+  score = _nleep_kernel(x, y, key, mean, axes, jnp.asarray(k, jnp.int32), pca_dim=k_pad,
+                        **config)
+  if not np.isfinite(float(score)):
+    # Seen in float32 on a 229 x 64 layer with large feature scale: a mixture covariance fails
+    # its Cholesky factorisation. Never return a silent NaN.
+    raise ValueError(
+        f"N-LEEP's Gaussian mixture fit broke down numerically in {x.dtype} (a component "
+        "covariance is not positive definite). Pass float64 features (jax_enable_x64), "
+        "standardise the features, or raise reg_covar.")
+  return score

@@ -120,14 +120,15 @@ def half_logdet(mats: jax.Array, scales: jax.Array, eps: jax.Array, *, eps_vecto
 
 
 def coding_rate_terms(z: jax.Array, eps: jax.Array, *, eps_vector: bool,
-                      return_eigvals: bool = False):
+                      return_eigvals: bool = False, moment: Optional[jax.Array] = None):
   """``1/2 logdet(I + Z^T Z / (m eps))`` for ``z`` [m, d], on the cheaper side.
 
   With ``return_eigvals`` the log-determinant comes from eigenvalues, which are also returned
-  (eigenvalues of the smaller of ``Z^T Z`` and ``Z Z^T``, unscaled).
+  (eigenvalues of the smaller of ``Z^T Z`` and ``Z Z^T``, unscaled). ``moment``, when given, is
+  ``second_moment(z)`` computed elsewhere (e.g. summed from class covariances).
   """
   m = z.shape[0]
-  mat = second_moment(z)
+  mat = second_moment(z) if moment is None else moment
   scale = jnp.asarray(1.0 / m, z.dtype)
   if not return_eigvals:
     return half_logdet(mat, scale, eps, eps_vector=eps_vector)
@@ -193,16 +194,31 @@ def safe_inverse(counts: jax.Array) -> jax.Array:
   return jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)
 
 
-def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_vector):
-  """sum_c w_c R_c from padded class blocks (labels known on the host).
+def class_block_moments(z, index_blocks):
+  """Per group of classes, the second moments of the padded class blocks: [k, m, m] each.
 
-  Each group's second moments ([k, m, m], Gram or covariance side) are zero-padded to the largest
-  ``m`` (a zero row and column of ``M`` puts a 1 on the diagonal of ``I + a M``: ``log 1 = 0``,
-  exact) and factorised in ONE batched call. One factorisation per program is deliberate: XLA's CPU runtime can deadlock on a
-  program holding several large batched LAPACK calls (jaxlib 0.10.2).
+  ``m`` is the block's row count (Gram side) or ``d`` (covariance side), whichever is cheaper.
   """
   z_pad = jnp.concatenate([z, jnp.zeros((1, z.shape[1]), z.dtype)], axis=0)
-  mats = [second_moment(z_pad[idx]) for idx in index_blocks]  # [k, m, m] each
+  return [second_moment(z_pad[idx]) for idx in index_blocks]
+
+
+def blocks_on_covariance_side(index_blocks, dim: int) -> bool:
+  """Whether every class block is factorised on the covariance side (static: from shapes)."""
+  return all(not gram_side_cheaper(idx.shape[1], dim) for idx in index_blocks)
+
+
+def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_vector,
+                       moments=None):
+  """sum_c w_c R_c from padded class blocks (labels known on the host).
+
+  Each group's second moments ([k, m, m], from :func:`class_block_moments` unless ``moments``
+  are given) are zero-padded to the largest ``m`` (a zero row and column of ``M`` puts a 1 on the
+  diagonal of ``I + a M``: ``log 1 = 0``, exact) and factorised in ONE batched call. One
+  factorisation per program is deliberate: XLA's CPU runtime can deadlock on a program holding
+  several large batched LAPACK calls (jaxlib 0.10.2).
+  """
+  mats = class_block_moments(z, index_blocks) if moments is None else moments
   size = max(m.shape[-1] for m in mats)
   mats = jnp.concatenate(
       [jnp.pad(m, ((0, 0), (0, size - m.shape[-1]), (0, size - m.shape[-1]))) for m in mats])
@@ -297,13 +313,21 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
   eps = jnp.asarray(eps, z.dtype)
   counts = jnp.zeros((num_classes,), z.dtype).at[labels].add(1.0)
   weights = class_weights(counts, n, config.weighting)
+  moments, total_moment = None, None
+  if index_blocks:
+    moments = class_block_moments(z, index_blocks)
+    if not gram_side_cheaper(n, z.shape[1]) and blocks_on_covariance_side(index_blocks,
+                                                                          z.shape[1]):
+      # Every row is in exactly one class block: Z^T Z = sum_c Z_c^T Z_c, no second pass.
+      total_moment = sum(jnp.sum(m, axis=0) for m in moments)
   if config.rank_normalize:
-    total, lam = coding_rate_terms(z, eps, eps_vector=eps_vector, return_eigvals=True)
+    total, lam = coding_rate_terms(z, eps, eps_vector=eps_vector, return_eigvals=True,
+                                   moment=total_moment)
   else:
-    total = coding_rate_terms(z, eps, eps_vector=eps_vector)
+    total = coding_rate_terms(z, eps, eps_vector=eps_vector, moment=total_moment)
   if index_blocks:
     cond = class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps,
-                               eps_vector=eps_vector)
+                              eps_vector=eps_vector, moments=moments)
   else:
     cond = class_terms_dense(z, labels, weights, counts, eps, num_classes=num_classes,
                               eps_vector=eps_vector)
