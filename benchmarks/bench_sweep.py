@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
+import sys
 import time
 
 import jax
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from bench_transrate import timed  # noqa: E402
 
 from transrate_jax._src import streaming
 from transrate_jax._src import sweep
@@ -50,16 +54,6 @@ def make_layers(widths, n, num_classes, seed):
     f = rng.normal(size=(n, d)).astype(np.float32) + means[y]
     layers[f"layer{i:02d}_d{d}"] = f
   return layers, y
-
-
-def timed(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(out)
-    times.append(time.perf_counter() - t)
-  return statistics.median(times), out
 
 
 def main():

@@ -308,11 +308,7 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
   n = features.shape[0]
   z = transrate_lib.preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
-  if config.rank_normalize:
-    total, lam = transrate_lib.coding_rate_terms(z, eps, eps_vector=eps_vector,
-                                                 return_eigvals=True)
-  else:
-    total = transrate_lib.coding_rate_terms(z, eps, eps_vector=eps_vector)
+  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector)
   scores = []
   for j, c in enumerate(num_classes):
     counts = jnp.zeros((c,), z.dtype).at[labels[j]].add(1.0)
@@ -320,11 +316,7 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
     cond = transrate_lib.class_terms_blocks(
         z, weights, counts, index_blocks[j], class_ids[j], eps, eps_vector=eps_vector)
     scores.append(total - cond)
-  scores = jnp.stack(scores)
-  if config.rank_normalize:
-    rank = transrate_lib.numerical_rank(lam, dim).astype(z.dtype)
-    scores = jnp.where(rank > 0, scores / jnp.maximum(rank, 1.0), 0.0)
-  return scores
+  return transrate_lib.rank_normalized(jnp.stack(scores), lam, dim, config)
 
 
 def _with_mean(kernel):
@@ -496,11 +488,7 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
   num_labels = label_matrix.shape[1]
   z = transrate_lib.preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
-  if config.rank_normalize:
-    total, lam = transrate_lib.coding_rate_terms(z, eps, eps_vector=eps_vector,
-                                                 return_eigvals=True)
-  else:
-    total = transrate_lib.coding_rate_terms(z, eps, eps_vector=eps_vector)
+  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector)
   masks = (label_matrix != 0).astype(z.dtype).T  # [L, n]
   layout = _multilabel_layout(n, d, num_labels)
   if batch_size is None:
@@ -539,10 +527,7 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
     return jnp.where((n1 > 0) & (n0 > 0), score, jnp.zeros_like(score))
 
   scores = jax.lax.map(one_label, (masks, minority), batch_size=min(batch_size, num_labels))
-  if config.rank_normalize:
-    rank = transrate_lib.numerical_rank(lam, dim).astype(z.dtype)
-    scores = jnp.where(rank > 0, scores / jnp.maximum(rank, 1.0), 0.0)
-  return scores
+  return transrate_lib.rank_normalized(scores, lam, dim, config)
 
 
 _multilabel_jit = jax.jit(_with_mean(multilabel_kernel),

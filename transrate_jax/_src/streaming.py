@@ -21,7 +21,7 @@ Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -251,6 +251,7 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   tot_outer = jnp.outer(s_tot, q)
   total_mat = jnp.sum(second, axis=0) - tot_outer - tot_outer.T + n * qq
   scale = 1.0 / n
+  lam = None
   if config.rank_normalize:
     lam = numerics.psd_eigvalsh(total_mat)
     total = transrate_lib.half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector)
@@ -260,10 +261,7 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
                                     eps_vector=eps_vector)
   weights = transrate_lib.class_weights(nc, n, config.weighting)
   score = total - jnp.tensordot(weights, terms, axes=(0, 0))
-  if config.rank_normalize:
-    rank = transrate_lib.numerical_rank(lam, d).astype(dtype)
-    score = jnp.where(rank > 0, score / jnp.maximum(rank, 1.0), 0.0)
-  return score
+  return transrate_lib.rank_normalized(score, lam, d, config)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
@@ -281,13 +279,7 @@ def _grow(stats: TransRateStats, num_classes: int) -> TransRateStats:
       second_moments=jnp.pad(stats.second_moments, ((0, extra), (0, 0), (0, 0))))
 
 
-_NORM_FLOOR = 1e-12  # as transrate.py (torch.nn.functional.normalize's default)
-
-
-def normalize_rows(z):
-  """Rows divided by their L2 norm (floored at 1e-12)."""
-  norm = jnp.sqrt(jnp.sum(z * z, axis=1, keepdims=True))
-  return z / jnp.maximum(norm, _NORM_FLOOR)
+normalize_rows = transrate_lib.normalize_rows
 
 
 @jax.jit

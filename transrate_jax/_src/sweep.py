@@ -181,29 +181,16 @@ register_metric("transrate", transrate_lib.transrate, vmappable=True, zero_pad_e
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation of one matrix without copying it (the messages match validation.check_features).
+# Validation of one matrix without copying it.
 
 
 def _check_item(x, name: str, n: Optional[int]):
-  """Checks one feature matrix; returns ``(width, float dtype)``."""
-  shape = np.shape(x)
-  if len(shape) != 2:
-    raise ValueError(f"{name} must be a 2-D array [n, d]; got shape {tuple(shape)}.")
-  dtype = np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
-  if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-    raise ValueError(f"{name} must be numeric; got dtype {dtype}.")
-  if shape[0] < 2:
-    raise ValueError(f"{name} needs at least 2 samples (rows); got {shape[0]}.")
-  if shape[1] < 1:
-    raise ValueError(f"{name} needs at least one feature column; got shape {tuple(shape)}.")
-  if n is not None and shape[0] != n:
-    raise ValueError(f"{name} has {shape[0]} rows but the first matrix has {n}: every matrix of a "
-                     "sweep must hold the same samples.")
-  if validation.is_concrete(x):
-    host = x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
-    if not validation.all_finite(host):
-      raise ValueError(f"{name} contains NaN or inf values.")
-  return shape[1], numerics.float_dtype(dtype)
+  """Checks one feature matrix without copying it; returns ``(width, float dtype)``."""
+  dtype = validation.check_matrix(x, name=name)
+  if n is not None and np.shape(x)[0] != n:
+    raise ValueError(f"{name} has {np.shape(x)[0]} rows but the first matrix has {n}: every "
+                     "matrix of a sweep must hold the same samples.")
+  return np.shape(x)[1], numerics.float_dtype(dtype)
 
 
 def _items(features):
@@ -217,12 +204,6 @@ def _items(features):
     return list(range(len(features))), list(features), "seq"
   raise ValueError("features must be a sequence or a mapping of [n, d] arrays (or one [L, n, d] "
                    f"array); got {type(features).__name__}.")
-
-
-def _pad_host(x, width, dtype):
-  out = np.zeros((x.shape[0], width), dtype)
-  out[:, :x.shape[1]] = x
-  return out
 
 
 @functools.partial(jax.jit, static_argnames=("width", "dtype"))

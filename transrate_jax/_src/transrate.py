@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -267,16 +267,32 @@ def preprocess(features: jax.Array, config: Config) -> jax.Array:
   """Centres the features (and, for the official pipeline, L2-normalises rows around it)."""
   z = features
   if config.normalize:
-    z = _normalize_rows(z)
+    z = normalize_rows(z)
   z = z - jnp.mean(z, axis=0, keepdims=True)
   if config.normalize:
-    z = _normalize_rows(z)
+    z = normalize_rows(z)
   return z
 
 
-def _normalize_rows(z):
+def normalize_rows(z):
+  """Rows divided by their L2 norm, floored at 1e-12 (``torch.nn.functional.normalize``)."""
   norm = jnp.sqrt(jnp.sum(z * z, axis=1, keepdims=True))
   return z / jnp.maximum(norm, _NORM_FLOOR)
+
+
+def total_rate(z, eps, *, config: Config, eps_vector: bool, moment=None):
+  """``R(Z)`` of centred ``z``, and the eigenvalues the official rank rule needs (else None)."""
+  if config.rank_normalize:
+    return coding_rate_terms(z, eps, eps_vector=eps_vector, return_eigvals=True, moment=moment)
+  return coding_rate_terms(z, eps, eps_vector=eps_vector, moment=moment), None
+
+
+def rank_normalized(scores, lam, dim, config: Config):
+  """``scores`` divided by the numerical rank (official preset; 0 when the rank is 0)."""
+  if not config.rank_normalize:
+    return scores
+  rank = numerical_rank(lam, dim).astype(scores.dtype)
+  return jnp.where(rank > 0, scores / jnp.maximum(rank, 1.0), 0.0)
 
 
 def numerical_rank(eigvals: jax.Array, dim) -> jax.Array:
@@ -320,22 +336,14 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
                                                                           z.shape[1]):
       # Every row is in exactly one class block: Z^T Z = sum_c Z_c^T Z_c, no second pass.
       total_moment = sum(jnp.sum(m, axis=0) for m in moments)
-  if config.rank_normalize:
-    total, lam = coding_rate_terms(z, eps, eps_vector=eps_vector, return_eigvals=True,
-                                   moment=total_moment)
-  else:
-    total = coding_rate_terms(z, eps, eps_vector=eps_vector, moment=total_moment)
+  total, lam = total_rate(z, eps, config=config, eps_vector=eps_vector, moment=total_moment)
   if index_blocks:
     cond = class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps,
                               eps_vector=eps_vector, moments=moments)
   else:
     cond = class_terms_dense(z, labels, weights, counts, eps, num_classes=num_classes,
                               eps_vector=eps_vector)
-  score = total - cond
-  if config.rank_normalize:
-    rank = numerical_rank(lam, dim).astype(z.dtype)
-    score = jnp.where(rank > 0, score / jnp.maximum(rank, 1.0), 0.0)
-  return score
+  return rank_normalized(total - cond, lam, dim, config)
 
 
 @functools.partial(

@@ -35,8 +35,8 @@ def _dtype_of(x) -> np.dtype:
   return np.dtype(dtype if dtype is not None else np.asarray(x).dtype)
 
 
-def check_features(features, *, name: str = "features", min_samples: int = 2) -> jax.Array:
-  """Validates a ``[n, d]`` feature matrix and returns it as a float JAX array.
+def check_matrix(features, *, name: str = "features", min_samples: int = 2) -> np.dtype:
+  """Validates a ``[n, d]`` feature matrix without copying it; returns its dtype.
 
   Raises:
     ValueError: not 2-D, fewer than ``min_samples`` rows, no columns, NaN or inf, or a
@@ -57,6 +57,16 @@ def check_features(features, *, name: str = "features", min_samples: int = 2) ->
       features = np.asarray(features)
     if not all_finite(features):
       raise ValueError(f"{name} contains NaN or inf values.")
+  return dtype
+
+
+def check_features(features, *, name: str = "features", min_samples: int = 2) -> jax.Array:
+  """Validates a ``[n, d]`` feature matrix (:func:`check_matrix`); returns it as a float JAX array.
+
+  Raises:
+    ValueError: as :func:`check_matrix`.
+  """
+  check_matrix(features, name=name, min_samples=min_samples)
   return numerics.as_float(features)
 
 
