@@ -26,8 +26,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _cases_peers_a  # noqa: E402
 import _cases_peers_b  # noqa: E402
 from bench_transrate import naive_numpy as naive_transrate  # noqa: E402
+from bench_transrate import settle  # noqa: E402
 
 import transrate_jax as tj  # noqa: E402
+from transrate_jax._src import lapack_threads  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "bench_metrics.json"
 
@@ -59,6 +61,7 @@ def time_case(case, features, labels, repeats, naive_repeats):
   if case.get("rtol") is not None:
     ok = abs(ours - float(naive_value)) <= case["rtol"] * max(abs(float(naive_value)), 1e-12)
     assert ok, f"{case['metric']}: ours {ours} vs naive {float(naive_value)}"
+  settle()  # the naive version's BLAS threads spin for a while after it returns
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -84,7 +87,8 @@ def main():
   args = parser.parse_args()
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; "
-        f"(n, d, C) = ({args.n}, {args.d}, {args.c}) float32", flush=True)
+        f"(n, d, C) = ({args.n}, {args.d}, {args.c}) float32; SciPy's LAPACK: "
+        f"{lapack_threads.APPLIED}", flush=True)
   features, labels = make_data(args.n, args.d, args.c)
   cases = [TRANSRATE_CASE] + _cases_peers_a.CASES + _cases_peers_b.CASES
   if args.only:
@@ -105,7 +109,8 @@ def main():
   out = pathlib.Path(args.out)
   out.parent.mkdir(exist_ok=True)
   out.write_text(json.dumps({"device": f"{device.device_kind} ({device.platform})",
-                             "jax": jax.__version__, "n": args.n, "d": args.d, "C": args.c,
+                             "jax": jax.__version__, "scipy_lapack": lapack_threads.APPLIED,
+                             "n": args.n, "d": args.d, "C": args.c,
                              "dtype": "float32", "rows": rows}, indent=2))
   print(f"wrote {out}")
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import transrate_jax as tj
+from transrate_jax._src import lapack_threads
 
 SHAPES = [(10000, 512, 10), (10000, 2048, 100), (50000, 2048, 100)]
 QUICK_SHAPES = [(2000, 256, 10), (4000, 512, 20)]
@@ -59,7 +60,17 @@ def floor_matmul(z):
   return jnp.matmul(z.T, z, precision=jax.lax.Precision.HIGHEST)
 
 
+def settle(seconds=0.2):
+  """Lets BLAS worker threads of the previous call stop spinning before the next timing.
+
+  OpenBLAS (NumPy's, and SciPy's that jaxlib calls) keeps its threads busy-waiting for tens of
+  milliseconds after a call; an XLA matmul started in that window runs about 2x slower on 2 cores.
+  """
+  time.sleep(seconds)
+
+
 def timed(fn, repeats):
+  settle()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -74,13 +85,14 @@ def bench_shape(n, d, c, repeats):
   fj = jax.device_put(features)
   # Compile (first call) apart from the steady state.
   t0 = time.perf_counter()
-  jax.block_until_ready(tj.transrate(fj, labels, eps=EPS))
+  first_value = jax.block_until_ready(tj.transrate(fj, labels, eps=EPS))
   first_call = time.perf_counter() - t0
   naive_t, naive_value = timed(lambda: naive_numpy(features, labels), 1 if n * d > 5e7 else 3)
   ours_t, ours_value = timed(lambda: tj.transrate(fj, labels, eps=EPS), repeats)
   rel = abs(float(ours_value) - float(naive_value)) / abs(float(naive_value))
   # Both run in float32; the naive covariance side is itself only ~1e-4 accurate at eps=1e-4.
   assert rel < 2e-3, f"ours {float(ours_value)} vs naive {float(naive_value)}"
+  np.testing.assert_allclose(float(first_value), float(ours_value), rtol=1e-6)
   jax.block_until_ready(floor_matmul(fj))
   floor_t, _ = timed(lambda: floor_matmul(fj), repeats)
   row = {
@@ -106,10 +118,11 @@ def main():
   args = parser.parse_args()
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, "
-        f"{platform.processor() or platform.machine()}")
+        f"{platform.processor() or platform.machine()}; SciPy's LAPACK: {lapack_threads.APPLIED}")
   rows = [bench_shape(n, d, c, args.repeats) for n, d, c in
           (QUICK_SHAPES if args.quick else SHAPES)]
   result = {"device": f"{device.device_kind} ({device.platform})", "jax": jax.__version__,
+            "scipy_lapack": lapack_threads.APPLIED,
             "eps": EPS, "shapes": rows}
   if args.regression:
     from _cases_regression import run as run_regression  # noqa: PLC0415

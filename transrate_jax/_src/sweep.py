@@ -213,13 +213,14 @@ def _pad_device(x, *, width, dtype):
 
 
 def _stack_chunk(arrays, width, dtype):
-  """One chunk ``[k, n, width]``: host arrays padded on the host, device arrays on the device."""
+  """One chunk ``[k, n, width]``: host arrays padded on the host (and left there: the compiled
+  program takes NumPy arguments without an extra eager op to compile), device arrays on the device."""
   if all(isinstance(a, np.ndarray) or not isinstance(a, jax.Array) for a in arrays):
     out = np.zeros((len(arrays), np.shape(arrays[0])[0], width), dtype)
     for i, a in enumerate(arrays):
       a = np.asarray(a)
       out[i, :, :a.shape[1]] = a
-    return jnp.asarray(out)
+    return out
   padded = [a if (isinstance(a, jax.Array) and a.shape[1] == width and a.dtype == dtype)
             else _pad_device(jnp.asarray(a), width=width, dtype=dtype) for a in arrays]
   return jnp.stack(padded)
@@ -242,9 +243,8 @@ def _one_at_a_time(single):
   """``run(stack, dims)`` from ``single(matrix, dim)``, one call per matrix of the stack."""
 
   def run(stack, dims):
-    if stack.shape[0] == 1:
-      return single(stack.reshape(stack.shape[1:]), dims.reshape(()))[None]
-    return jnp.stack([single(stack[i], dims[i]) for i in range(stack.shape[0])])
+    # Results come back to the host: indexing them there compiles nothing.
+    return np.stack([np.asarray(single(stack[i], dims[i])) for i in range(stack.shape[0])])
 
   return run
 
@@ -357,16 +357,16 @@ def score_many(metric, features, labels, *, max_bytes: int = DEFAULT_MAX_BYTES,
           members = [arrays[i] for i in idx] + [arrays[idx[0]]] * (size - len(idx))
           dims = np.asarray([widths[i] for i in idx] + [widths[idx[0]]] * (size - len(idx)),
                             np.int32)
-          out = run(_stack_chunk(members, width, dtype), jnp.asarray(dims))
+          out = run(_stack_chunk(members, width, dtype), dims)
         collect((idx, out))
   finally:
     if bar is not None:
       bar.close()
 
   if kind == "dict":
-    return {k: jnp.asarray(results[i]) for i, k in enumerate(keys)}
+    return {k: jax.device_put(results[i]) for i, k in enumerate(keys)}
   common = np.result_type(*[np.asarray(r).dtype for r in results])
-  return jnp.asarray(np.stack([np.asarray(r, common) for r in results]))
+  return jax.device_put(np.stack([np.asarray(r, common) for r in results]))
 
 
 def transrate_many(features, labels, *, eps=1e-4, weighting: Optional[str] = None,

@@ -161,7 +161,7 @@ def make_block_plan(labels: np.ndarray, num_classes: int):
 
   Returns:
     ``(index_blocks, class_ids)``: per group an int32 [k, b] array of row indices (padding rows
-    point at row ``n``, a zero row the kernel appends) and an int32 [k] array of the class ids.
+    point at row ``n``, past the end: the kernel gathers zeros there) and an int32 [k] array of the class ids.
   """
   labels = np.asarray(labels).astype(np.int64)
   n = labels.shape[0]
@@ -194,18 +194,42 @@ def safe_inverse(counts: jax.Array) -> jax.Array:
   return jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)
 
 
-def class_block_moments(z, index_blocks):
+def side_flops(rows: int, dim: int, *, gram: bool) -> float:
+  """Flops of ``logdet(I + a M)`` for ``M`` = ``Z Z^T`` (``gram``) or ``Z^T Z``, ``Z`` [rows, dim]."""
+  return rows * rows * dim + rows ** 3 / 3 if gram else rows * dim * dim + dim ** 3 / 3
+
+
+def block_sides(index_blocks, n: int, dim: int):
+  """The side of each class group, and whether ``Z^T Z`` is summed from the class covariances.
+
+  Every row lies in exactly one class block, so ``Z^T Z = sum_c Z_c^T Z_c``: with every class on
+  the covariance side the total term's matrix costs no second pass over the data. That is chosen
+  whenever it costs fewer flops than each class on its own cheaper side plus the total's matmul
+  (e.g. classes of about ``d`` rows, some a little above ``d`` and some below). Static: shapes only.
+
+  Returns:
+    ``(gram, shared)``: a tuple of bools (Gram side per group) and a bool.
+  """
+  gram = tuple(gram_side_cheaper(idx.shape[1], dim) for idx in index_blocks)
+  if gram_side_cheaper(n, dim) or not index_blocks:
+    return gram, False
+  split = sum(idx.shape[0] * side_flops(idx.shape[1], dim, gram=g)
+              for idx, g in zip(index_blocks, gram)) + n * dim * dim
+  shared = sum(idx.shape[0] * side_flops(idx.shape[1], dim, gram=False) for idx in index_blocks)
+  if shared <= split:
+    return (False,) * len(index_blocks), True
+  return gram, False
+
+
+def class_block_moments(z, index_blocks, gram):
   """Per group of classes, the second moments of the padded class blocks: [k, m, m] each.
 
-  ``m`` is the block's row count (Gram side) or ``d`` (covariance side), whichever is cheaper.
+  ``m`` is the block's row count (``gram[i]``: ``Z_c Z_c^T``) or ``d`` (``Z_c^T Z_c``).
   """
-  z_pad = jnp.concatenate([z, jnp.zeros((1, z.shape[1]), z.dtype)], axis=0)
-  return [second_moment(z_pad[idx]) for idx in index_blocks]
-
-
-def blocks_on_covariance_side(index_blocks, dim: int) -> bool:
-  """Whether every class block is factorised on the covariance side (static: from shapes)."""
-  return all(not gram_side_cheaper(idx.shape[1], dim) for idx in index_blocks)
+  # Padding indices point at row n, past the end: "fill" gives zero rows, and XLA fuses the
+  # producer of ``z`` (the centring) into the gather instead of writing a padded copy first.
+  blocks = [jnp.take(z, idx, axis=0, mode="fill", fill_value=0) for idx in index_blocks]
+  return [numerics.gram(b) if g else numerics.covariance(b) for b, g in zip(blocks, gram)]
 
 
 def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_vector,
@@ -218,7 +242,9 @@ def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_
   factorisation per program is deliberate: XLA's CPU runtime can deadlock on a program holding
   several large batched LAPACK calls (jaxlib 0.10.2).
   """
-  mats = class_block_moments(z, index_blocks) if moments is None else moments
+  mats = moments
+  if mats is None:
+    mats = class_block_moments(z, index_blocks, block_sides(index_blocks, *z.shape)[0])
   size = max(m.shape[-1] for m in mats)
   mats = jnp.concatenate(
       [jnp.pad(m, ((0, 0), (0, size - m.shape[-1]), (0, size - m.shape[-1]))) for m in mats])
@@ -331,11 +357,10 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
   weights = class_weights(counts, n, config.weighting)
   moments, total_moment = None, None
   if index_blocks:
-    moments = class_block_moments(z, index_blocks)
-    if not gram_side_cheaper(n, z.shape[1]) and blocks_on_covariance_side(index_blocks,
-                                                                          z.shape[1]):
-      # Every row is in exactly one class block: Z^T Z = sum_c Z_c^T Z_c, no second pass.
-      total_moment = sum(jnp.sum(m, axis=0) for m in moments)
+    gram, shared = block_sides(index_blocks, *z.shape)
+    moments = class_block_moments(z, index_blocks, gram)
+    if shared:  # Z^T Z = sum_c Z_c^T Z_c: no second pass over the data
+      total_moment = sum(numerics.sum_leading(m) for m in moments)
   total, lam = total_rate(z, eps, config=config, eps_vector=eps_vector, moment=total_moment)
   if index_blocks:
     cond = class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps,

@@ -106,7 +106,11 @@ def check_labels(labels, n: int, *, num_classes: int | None = None, name: str = 
   elif num_classes is None:
     raise ValueError(
         f"{name} are traced (inside jit/vmap/grad): pass num_classes= as a static Python int.")
-  return jnp.asarray(labels).astype(jnp.int32), int(num_classes)
+  if isinstance(labels, jax.Array):
+    y = labels if labels.dtype == jnp.int32 else labels.astype(jnp.int32)
+  else:
+    y = jax.device_put(np.asarray(labels).astype(np.int32))  # converted on the host: no compile
+  return y, int(num_classes)
 
 
 def check_eps(eps):
