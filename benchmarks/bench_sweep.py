@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from bench_transrate import timed  # noqa: E402
+from bench_transrate import floor_matmul, timed  # noqa: E402
 
 from transrate_jax._src import streaming
 from transrate_jax._src import sweep
@@ -117,6 +117,17 @@ def main():
     result["speedup_vs_naive_warm"] = naive_s / run_s
     print(f"naive NumPy loop: {naive_s:.2f} s; speed-up incl. compile "
           f"{naive_s / first_call:.1f}x, warm {naive_s / run_s:.1f}x")
+
+  # The floor: one Z^T Z per layer (what any exact method must pay), summed over the layers.
+  floor_s = 0.0
+  for f in layers.values():
+    fj = jax.device_put(f)
+    floor_matmul(fj).block_until_ready()
+    floor_s += timed(lambda fj=fj: floor_matmul(fj), args.repeats)[0]
+  result["floor_matmul_sum_s"] = floor_s
+  result["many_run_over_floor"] = run_s / floor_s
+  print(f"floor (one Z^T Z per layer, summed): {floor_s:.2f} s; transrate_many warm / floor "
+        f"{run_s / floor_s:.2f}")
 
   # Streaming throughput at the widest layer.
   key = max(layers, key=lambda k: layers[k].shape[1])

@@ -12,8 +12,10 @@ symmetric eigendecomposition when ``eps`` is a vector of values to sweep).
 The class terms are batched, with no Python loop over classes inside the compiled program:
 
 * labels known on the host (an eager call): the rows of each class are gathered into padded blocks,
-  classes grouped by power-of-two block size, and each group is one batched Gram or covariance
-  factorisation (zero padding rows add eigenvalues 0, ``log 1 = 0``, so padding is exact);
+  classes grouped by padded size (8 sizes per octave), each group's Gram or covariance matrices
+  formed by one batched matmul, and all of them factorised by one batched Cholesky (zero padding
+  rows add eigenvalues 0, ``log 1 = 0``, so padding is exact). When the classes sit on the
+  covariance side, ``Z^T Z`` is their sum (:func:`block_sides`);
 * labels traced (inside a user's ``jit``/``vmap``/``grad``, with a static ``num_classes``): either one
   ``n x n`` Gram matrix masked to its class-diagonal blocks, whose single Cholesky factor holds every
   class's log-determinant on its diagonal (the blocks stay apart: Cholesky creates no fill between
