@@ -6,8 +6,8 @@ on CPU, GPU or TPU. Flax capture lives in ``transrate_jax.capture`` and the embe
 ``transrate_jax.zoo`` (imported on demand, so ``import transrate_jax`` does not import Flax).
 """
 
-# Before any factorisation: SciPy's bundled LAPACK, which jaxlib calls on the CPU, on one thread
-# (see _src/lapack_threads.py; TRANSRATE_JAX_LAPACK_THREADS=keep opts out).
+# Before any factorisation: SciPy's bundled OpenBLAS, which jaxlib calls on the CPU, stops spinning
+# against XLA's threads (see _src/lapack_threads.py; TRANSRATE_JAX_LAPACK_THREADS=keep opts out).
 from transrate_jax._src import lapack_threads as _lapack_threads
 
 # Core TransRate.

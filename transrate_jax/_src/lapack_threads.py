@@ -4,8 +4,8 @@ jaxlib runs ``cholesky``, ``eigh``, ``svd``... on the CPU through ``scipy.linalg
 that is, through the OpenBLAS bundled in SciPy's wheel. After each call OpenBLAS's worker threads
 keep spinning (busy-waiting, by default for about 2^28 cycles) and compete with XLA's own thread
 pool for the same cores: the next XLA matmul runs about twice as slow. Measured here (2 cores,
-jax 0.10.2): a ``10000 x 512`` ``Z^T Z`` (30 ms) followed by a 512 x 512 Cholesky (1.3 ms) took
-63 ms per round, 37 ms without the spinning.
+jax 0.10.2, ``benchmarks/bench_cpu.py``): a ``10000 x 512`` ``Z^T Z`` (31 ms alone) followed by a
+512 x 512 Cholesky took 61.7 ms per round, 39.1 ms with the policy below.
 
 At import, ``transrate_jax`` therefore:
 
@@ -50,10 +50,10 @@ def configure() -> str:
   if os.environ.get(ENV_VAR, "").strip().lower() == "keep":
     return "keep"
   try:
-    already = "scipy.linalg.cython_lapack" in sys.modules or bool(_scipy_blas_controllers())
+    controllers = _scipy_blas_controllers()
   except ImportError:
     return "unavailable"
-  if not already:
+  if not controllers and "scipy.linalg.cython_lapack" not in sys.modules:
     previous = os.environ.get(_TIMEOUT_VAR)
     os.environ.setdefault(_TIMEOUT_VAR, "4")
     try:
@@ -62,7 +62,6 @@ def configure() -> str:
       if previous is None:
         del os.environ[_TIMEOUT_VAR]
     return "thread_timeout" if _scipy_blas_controllers() else "unavailable"
-  controllers = _scipy_blas_controllers()
   for lib in controllers:
     lib.set_num_threads(1)
   return "one_thread" if controllers else "unavailable"

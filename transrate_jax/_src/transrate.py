@@ -88,12 +88,17 @@ def resolve_config(weighting: Optional[str], preset: Optional[str]) -> Config:
 # Log-determinant terms.
 
 
+def side_flops(rows: int, dim: int, *, gram: bool) -> float:
+  """Flops of ``logdet(I + a M)`` for ``M`` = ``Z Z^T`` (``gram``) or ``Z^T Z``, ``Z`` [rows, dim]."""
+  return rows * rows * dim + rows ** 3 / 3 if gram else rows * dim * dim + dim ** 3 / 3
+
+
 def gram_side_cheaper(rows: int, dim: int) -> bool:
   """Whether ``logdet(I_m + a Z Z^T)`` costs fewer flops than ``logdet(I_d + a Z^T Z)``.
 
   Gram side: ``m^2 d + m^3 / 3``; covariance side: ``m d^2 + d^3 / 3`` (DESIGN.md §1).
   """
-  return rows * rows * dim + rows ** 3 / 3 <= rows * dim * dim + dim ** 3 / 3
+  return side_flops(rows, dim, gram=True) <= side_flops(rows, dim, gram=False)
 
 
 def second_moment(z: jax.Array) -> jax.Array:
@@ -196,11 +201,6 @@ def safe_inverse(counts: jax.Array) -> jax.Array:
   return jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)
 
 
-def side_flops(rows: int, dim: int, *, gram: bool) -> float:
-  """Flops of ``logdet(I + a M)`` for ``M`` = ``Z Z^T`` (``gram``) or ``Z^T Z``, ``Z`` [rows, dim]."""
-  return rows * rows * dim + rows ** 3 / 3 if gram else rows * dim * dim + dim ** 3 / 3
-
-
 def block_sides(index_blocks, n: int, dim: int):
   """The side of each class group, and whether ``Z^T Z`` is summed from the class covariances.
 
@@ -258,7 +258,7 @@ def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_
 def dense_gram_cheaper(n: int, d: int, num_classes: int) -> bool:
   """Layout of the class terms for traced labels: one masked ``n x n`` Gram matrix (``n^2 d +
   n^3/3`` flops) rather than ``C`` class covariances (``C (n d^2 + d^3/3)``)?"""
-  return n * n * d + n ** 3 / 3 <= num_classes * (n * d * d + d ** 3 / 3)
+  return side_flops(n, d, gram=True) <= num_classes * side_flops(n, d, gram=False)
 
 
 def class_terms_dense(z, labels, weights, counts, eps, *, num_classes, eps_vector):
