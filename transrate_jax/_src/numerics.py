@@ -69,8 +69,8 @@ def gram(z: jax.Array) -> jax.Array:
 
 # From this width on, ``Z^T Z`` is assembled from its upper block triangle (column blocks of about
 # SYMMETRIC_BLOCK): ``k (k + 1) / 2`` of the ``k^2`` block products, 5/8 of the flops for k = 4.
-# Measured on XLA CPU (2 cores, float32): 2137 -> 1651 ms at [50000, 2048], 421 -> 342 ms at
-# [10000, 2048]; no gain at d = 1024 (benchmarks/bench_transrate.py times the floor beside it).
+# Measured on XLA CPU (2 cores, float32): 2075 -> 1624 ms at [50000, 2048], 413 -> 339 ms at
+# [10000, 2048]; no gain at d = 1024 (benchmarks/bench_cpu.py).
 SYMMETRIC_MIN_WIDTH = 2048
 SYMMETRIC_BLOCK = 512
 
