@@ -1,4 +1,4 @@
-"""Float64 NumPy oracles for TransRate, written straight from DESIGN.md §1.
+"""Float64 NumPy oracles for TransRate, written straight from the formulas (transrate.py docstring).
 
 Deliberately naive: a Python loop over classes and a d x d ``slogdet`` per term, independent of the
 package's Gram trick, batching and Cholesky kernels.
@@ -17,7 +17,7 @@ def coding_rate(z, eps):
 
 
 def transrate(features, labels, eps=1e-4, weighting="prior", preset=None, num_classes=None):
-  """TransRate as DESIGN.md §1 defines it, both weightings and both presets."""
+  """TransRate as transrate_jax.transrate defines it, both weightings and both presets."""
   f = np.asarray(features, np.float64)
   y = np.asarray(labels)
   n, d = f.shape

@@ -110,3 +110,121 @@ def test_metrics_regression_multilabel(tmp_path, capsys):
                              float(tj.transrate_multilabel(f, m).score), rtol=1e-10)
   code, _, err = _run(capsys, "score", str(tmp_path / "c.npz"), "--metric", "nope")
   assert code == 2 and "unknown metric" in err
+
+
+def _npz(tmp_path, name="f.npz", seed=3, **extra):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 3, 60)
+  arrays = dict(labels=y, a=rng.normal(size=(60, 5)) + 2 * np.eye(5)[y], b=rng.normal(size=(60, 4)))
+  arrays.update(extra)
+  np.savez(tmp_path / name, **arrays)
+  return tmp_path / name, arrays
+
+
+def _one_line_error(code, err, message):
+  assert code == 2
+  assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+  assert message in err, err
+
+
+def test_every_registered_metric_runs_without_flags(tmp_path, capsys):
+  import transrate_jax as tj
+  path, arrays = _npz(tmp_path)
+  y = arrays["labels"]
+  softmax = lambda v: np.exp(v) / np.exp(v).sum(axis=1, keepdims=True)
+  np.savez(tmp_path / "p.npz", labels=y, a=softmax(arrays["a"]), b=softmax(arrays["b"]))
+  for metric in tj.registered_metrics():
+    src = tmp_path / "p.npz" if metric == "leep" else path
+    code, out, err = _run(capsys, "score", str(src), "--metric", metric, "--json")
+    assert code == 0, (metric, err)
+    rows = json.loads(out)["scores"]
+    assert all(np.isfinite(r[metric]) for r in rows), metric
+  # N-LEEP's default key is jax.random.key(0): the CLI, score_many and an explicit key agree.
+  code, out, _ = _run(capsys, "score", str(path), "--metric", "nleep", "--json")
+  rows = {r["name"]: r["nleep"] for r in json.loads(out)["scores"]}
+  import jax
+  want = float(tj.nleep(arrays["a"], y, key=jax.random.key(0)))
+  np.testing.assert_allclose(rows["a"], want, rtol=1e-10)
+  np.testing.assert_allclose(float(tj.score_many("nleep", {"a": arrays["a"]}, y,
+                                                 progress=False)["a"]), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("metric", ["", ",", " , "])
+def test_empty_metric_is_one_line(tmp_path, capsys, metric):
+  path, _ = _npz(tmp_path)
+  code, _, err = _run(capsys, "score", str(path), "--metric", metric)
+  _one_line_error(code, err, "names no metric")
+
+
+def test_corrupted_npz_is_one_line(tmp_path, capsys):
+  path, _ = _npz(tmp_path)
+  data = bytearray(path.read_bytes())
+  for i in range(200, 600):  # damage the members, keep the zip directory
+    data[i] ^= 0x55
+  (tmp_path / "bad.npz").write_bytes(bytes(data))
+  (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:len(data) // 2])
+  for name in ("bad.npz", "cut.npz"):
+    code, _, err = _run(capsys, "score", str(tmp_path / name))
+    _one_line_error(code, err, "not a readable")
+
+
+def test_same_stem_collides(tmp_path, capsys):
+  rng = np.random.default_rng(4)
+  (tmp_path / "d1").mkdir()
+  (tmp_path / "d2").mkdir()
+  np.save(tmp_path / "d1" / "x.npy", rng.normal(size=(30, 3)))
+  np.save(tmp_path / "d2" / "x.npy", rng.normal(size=(30, 3)))
+  np.save(tmp_path / "labels.npy", rng.integers(0, 2, 30))
+  code, _, err = _run(capsys, "score", str(tmp_path / "d1" / "x.npy"), str(tmp_path / "d2" / "x.npy"),
+                      "--labels", str(tmp_path / "labels.npy"))
+  _one_line_error(code, err, "both give a feature set named 'x'")
+  _npz(tmp_path / "d1", name="f.npz")
+  _npz(tmp_path / "d2", name="f.npz")
+  code, _, err = _run(capsys, "score", str(tmp_path / "d1" / "f.npz"), str(tmp_path / "d2" / "f.npz"))
+  _one_line_error(code, err, "both give a feature set named 'f/a'")
+
+
+def test_conflicting_labels_are_an_error(tmp_path, capsys):
+  p1, _ = _npz(tmp_path, name="one.npz", seed=5)
+  p2, _ = _npz(tmp_path, name="two.npz", seed=6)
+  code, _, err = _run(capsys, "score", str(p1), str(p2))
+  _one_line_error(code, err, "different 'labels'")
+  np.save(tmp_path / "other.npy", np.zeros(60, int))
+  code, _, err = _run(capsys, "score", str(p1), "--labels", str(tmp_path / "other.npy"))
+  _one_line_error(code, err, "differ")
+  # The same labels in several archives are fine.
+  _npz(tmp_path, name="three.npz", seed=5)
+  code, out, _ = _run(capsys, "score", str(p1), str(tmp_path / "three.npz"))
+  assert code == 0 and "one/a" in out and "three/a" in out
+
+
+def test_json_is_strict_with_null_for_non_finite(tmp_path, capsys, monkeypatch):
+  import transrate_jax as tj
+  path, _ = _npz(tmp_path)
+  real = tj.score_many
+
+  def fake(metric, features, labels, **kwargs):
+    out = real(metric, features, labels, **kwargs)
+    return {k: (np.float64("nan") if k == "b" else v) for k, v in out.items()}
+
+  monkeypatch.setattr(tj, "score_many", fake)
+  code, out, err = _run(capsys, "score", str(path), "--json")
+  assert code == 0
+  assert "NaN" not in out
+  rows = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+  assert [r["name"] for r in rows["scores"]] == ["a", "b"]  # non-finite last
+  assert rows["scores"][1]["transrate"] is None
+  assert "warning" in err and "'b'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["score", "--bogus"], ["score", "--eps", "abc"], ["nope"], [],
+                                  ["score", "--preset", "x"]])
+def test_argparse_errors_are_one_line(capsys, argv):
+  code, _, err = _run(capsys, *argv)
+  _one_line_error(code, err, "error:")
+
+
+def test_bad_eps_is_one_line(tmp_path, capsys):
+  path, _ = _npz(tmp_path)
+  code, _, err = _run(capsys, "score", str(path), "--eps", "-1")
+  _one_line_error(code, err, "eps")

@@ -159,3 +159,25 @@ def test_nleep_breakdown_raises_instead_of_nan():
   else:
     assert np.isfinite(score)
   assert np.isfinite(float(leep_lib.nleep(np.asarray(f, np.float64), y, key=jax.random.key(0))))
+
+
+def test_nleep_default_key_in_sweeps():
+  """N-LEEP's default key (None -> jax.random.key(0)) lets score_many and layer_sweep call it."""
+  import transrate_jax as tj
+  from transrate_jax import zoo
+  from transrate_jax.capture import intermediates
+  x, y, _, _ = zoo.load_target_task()
+  x, y = x[:160], y[:160]
+  model = zoo.load("cnn_s_digits04")
+  r = tj.layer_sweep(model, x, y, layers=["blocks/1"], metrics=("nleep",), progress=False)
+  f = intermediates(model, x, layers=["blocks/1"], progress=False)["blocks/1"]
+  want = float(leep_lib.nleep(f, y, key=jax.random.key(0)))
+  np.testing.assert_allclose(r.scores["nleep"][0], want, rtol=1e-6)
+  np.testing.assert_allclose(float(leep_lib.nleep(f, y)), want, rtol=1e-12)
+
+
+def test_nce_no_dense_table_for_sparse_labels():
+  """NCE counts label pairs by sorting: sparse label values allocate nothing per class pair."""
+  z, y = R.make_hard(*R.HARD_CASES["hard"])
+  want = R.nce(z, y)
+  np.testing.assert_allclose(leep_lib.nce(z * 7000, y * 9000), want, rtol=1e-12)

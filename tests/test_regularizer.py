@@ -31,18 +31,21 @@ def _data(n, d, num_classes, seed, *, unit_rows=False, dtype=np.float64):
   return f.astype(dtype), labels.astype(np.int32)
 
 
-# (n, d, C): Gram side for R(Z) and the classes; covariance side for both; covariance side for
-# R(Z) with the masked-Gram class layout.
+# (n, d, C): Gram side for R(Z) and the classes; covariance side for R(Z) with per-class blocks
+# and covariance slots; covariance side for R(Z) with the masked-Gram class layout and one slot.
 SHAPES = {"gram": (12, 30, 3), "covariance": (60, 5, 3), "mixed": (40, 20, 10)}
 LAYOUTS = ((True, True), (False, True), (True, False), (False, False))
 
 
 def test_shapes_pick_the_layouts_they_are_named_for():
   # Guards the parametrisation below: each SHAPES entry exercises the layouts its name says.
-  expect = {"gram": (True, True), "covariance": (False, False), "mixed": (False, True)}
-  from transrate_jax._src.transrate import dense_gram_cheaper, gram_side_cheaper
+  # (R(Z) on the Gram side?, class layout for n_c <= d, covariance slots for n_c > d.)
+  expect = {"gram": (True, "masked", 0), "covariance": (False, "blocks", 3),
+            "mixed": (False, "masked", 1)}
+  from transrate_jax._src.transrate import dense_layout, gram_side
   for name, (n, d, c) in SHAPES.items():
-    got = (gram_side_cheaper(n, d), dense_gram_cheaper(n, d, c))
+    layout = dense_layout(n, d, c)
+    got = (gram_side(n, d), layout.small, layout.large_slots)
     assert got == expect[name], name
 
 

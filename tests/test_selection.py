@@ -90,7 +90,7 @@ def test_bad_inputs(target):
 
 
 def test_demo_small(tmp_path):
-  from transrate_jax._src import demo
+  from transrate_jax._src import zoo_demo as demo
   out = demo.run_demo(models=["mlp_s_digits04", "cnn_s_digits04", "mlp_m_shuffled"],
                       metrics=("transrate", "hscore", "leep"), probe_steps=50,
                       plot_path=str(tmp_path / "demo.png"), progress=False, verbose=False)

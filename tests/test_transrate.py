@@ -58,24 +58,31 @@ def test_traced_labels_match_oracle(case):
 
 
 def test_dense_layouts_agree():
-  """The masked block-diagonal Gram (one Cholesky) and the C class covariances give one value."""
+  """Every traced-label class layout (masked Gram, per-class blocks, covariance slots) agrees."""
   f, y = cases_transrate.CASES["imbalanced"]()
   z = jnp.asarray(f - f.mean(0))
   labels = jnp.asarray(y, jnp.int32)
   counts = jnp.zeros(5).at[labels].add(1.0)
   w = transrate_src.class_weights(counts, len(y), "prior")
   eps = jnp.asarray(1e-3)
-  # n=300 > d=20: the cost rule picks the covariances for C=5, and the Gram for a huge C.
-  cov = transrate_src.class_terms_dense(z, labels, w, counts, eps, num_classes=5,
-                                         eps_vector=False)
-  gram_side = transrate_src.class_terms_dense(
-      z, labels, jnp.pad(w, (0, 995)), jnp.pad(counts, (0, 995)), eps, num_classes=1000,
-      eps_vector=False)
   expected = sum(
       (np.sum(y == c) / len(y)) * reference.coding_rate(f[y == c] - f.mean(0), 1e-3)
       for c in range(5))
-  np.testing.assert_allclose(float(cov), expected, rtol=1e-10)
-  np.testing.assert_allclose(float(gram_side), expected, rtol=1e-10)
+  n, d = f.shape
+  layouts = {
+      "default": None,
+      "masked, every class": transrate_src.DenseLayout("masked", 0, None),
+      "covariances, every class": transrate_src.DenseLayout(None, 5, 0),
+      "masked + 3 slots (top_k)": transrate_src.DenseLayout("masked", 3, d),
+      "blocks + slots": transrate_src.DenseLayout("blocks", 5, d),
+  }
+  # n = 300 > d = 20, some classes above d rows and some below: the default splits them.
+  assert np.any(np.bincount(y) > d) and np.any(np.bincount(y) <= d)
+  assert transrate_src.dense_layout(n, d, 5) == transrate_src.DenseLayout("blocks", 5, d)
+  for name, layout in layouts.items():
+    got = transrate_src.class_terms_dense(z, labels, w, counts, eps, num_classes=5,
+                                          eps_vector=False, layout=layout)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-10, err_msg=name)
 
 
 @pytest.mark.parametrize("case", ["balanced", "n_lt_d", "empty_class"])
@@ -273,7 +280,7 @@ def test_several_class_groups_at_scale_do_not_hang():
   """
   rng = np.random.default_rng(0)
   y = rng.integers(0, 10, 10000)
-  blocks, _ = transrate_src.make_block_plan(y, 10)
+  blocks, _ = transrate_src.make_block_plan(y, 10, 128)
   assert len(blocks) >= 2
   f = rng.standard_normal((10000, 128), dtype=np.float32) + np.eye(128, dtype=np.float32)[y]
   for shift in range(3):

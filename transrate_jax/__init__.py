@@ -10,6 +10,9 @@ on CPU, GPU or TPU. Flax capture lives in ``transrate_jax.capture`` and the embe
 # against XLA's threads (see _src/lapack_threads.py; TRANSRATE_JAX_LAPACK_THREADS=keep opts out).
 from transrate_jax._src import lapack_threads as _lapack_threads
 
+# The on-disk cache and JAX's persistent compilation cache (a one-line opt-in).
+from transrate_jax._src.cache import enable_compilation_cache
+
 # Core TransRate.
 from transrate_jax._src.transrate import coding_rate
 from transrate_jax._src.transrate import transrate
@@ -63,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "coding_rate",
+    "enable_compilation_cache",
     "gbc",
     "hscore",
     "kendall_tau",

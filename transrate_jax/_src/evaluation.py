@@ -4,8 +4,8 @@ Inputs are small vectors ([m], one entry per candidate model or layer): a score 
 the accuracy it reached after fine-tuning. Every function accepts NumPy or JAX arrays, works
 under ``jax.jit`` and ``jax.vmap`` (over stacks of [m] vectors), and on concrete inputs raises
 ``ValueError`` for mismatched lengths, fewer than two entries, NaN/inf, or constant inputs
-(where a correlation is undefined). Under ``jit``/``vmap`` values cannot be checked: a constant
-input then yields NaN for the correlations.
+(where a correlation is undefined), and complex inputs. Under ``jit``/``vmap`` values cannot be
+checked: a constant input then yields NaN for the correlations.
 
 Pairwise measures are computed from the m x m matrix of pair signs (O(m^2), fine for the tens to
 thousands of models compared in practice).
@@ -24,6 +24,13 @@ from transrate_jax._src import validation
 
 
 def _check_pair(x, y, *, names=("x", "y"), constant_ok=False):
+  """Validates two [m] vectors and returns them as float JAX arrays of one dtype.
+
+  For a correlation (``constant_ok=False``) concrete inputs are shifted by their first entry and
+  divided by their largest remaining magnitude *on the host, in float64*, before the cast to the
+  compute dtype: correlations are invariant to increasing affine maps, and this keeps a small
+  spread on a large offset (``1 + 1e-10 * arange(5)``) from rounding to a constant in float32.
+  """
   for v, name in zip((x, y), names):
     if np.ndim(v) != 1:
       raise ValueError(f"{name} must be a 1-D array; got shape {tuple(np.shape(v))}.")
@@ -35,14 +42,21 @@ def _check_pair(x, y, *, names=("x", "y"), constant_ok=False):
     raise ValueError(f"need at least 2 entries; got {np.shape(x)[0]}.")
   out = []
   for v, name in zip((x, y), names):
+    dtype = getattr(v, "dtype", None)
+    validation.check_real_dtype(dtype if dtype is not None else np.asarray(v).dtype, name)
     if validation.is_concrete(v):
       host = np.asarray(v)
-      if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric; got dtype {host.dtype}.")
       if not np.all(np.isfinite(host)):
         raise ValueError(f"{name} contains NaN or inf values.")
-      if not constant_ok and np.all(host == host.flat[0]):
-        raise ValueError(f"{name} is constant: the correlation is undefined.")
+      compute = numerics.float_dtype(host.dtype)
+      if not constant_ok:
+        if np.all(host == host.flat[0]):
+          raise ValueError(f"{name} is constant: the correlation is undefined.")
+        shifted = host.astype(np.float64) - float(host.flat[0])
+        shifted = shifted / np.max(np.abs(shifted))
+        # Entries now span [-1, 1] with 0 and +-1 present: distinct after any float cast.
+        out.append(jnp.asarray(shifted.astype(compute)))
+        continue
     out.append(numerics.as_float(v))
   dtype = jnp.promote_types(out[0].dtype, out[1].dtype)
   return out[0].astype(dtype), out[1].astype(dtype)
@@ -50,8 +64,8 @@ def _check_pair(x, y, *, names=("x", "y"), constant_ok=False):
 
 @jax.jit
 def _pearson(x, y):
-  xc = x - jnp.mean(x)
-  yc = y - jnp.mean(y)
+  xc = numerics.center(x, axis=0)
+  yc = numerics.center(y, axis=0)
   # Scale first so that the sums of squares cannot overflow or underflow.
   xc = xc / jnp.max(jnp.abs(xc))
   yc = yc / jnp.max(jnp.abs(yc))
@@ -63,7 +77,9 @@ def pearson(x, y) -> jax.Array:
   """Pearson correlation ``r = sum (x - mx)(y - my) / sqrt(sum (x - mx)^2 sum (y - my)^2)``.
 
   Higher is better when ``x`` are transferability scores and ``y`` accuracies. Same value as
-  ``scipy.stats.pearsonr(x, y).statistic``.
+  ``scipy.stats.pearsonr(x, y).statistic``. Concrete inputs are shifted and rescaled in float64
+  before the cast to the compute dtype, and the means are removed with a shift, so a spread
+  far below the offset (``1 + 1e-10 * arange(5)``) is not lost in float32.
 
   Args:
     x: [m] values.

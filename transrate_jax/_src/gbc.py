@@ -38,8 +38,8 @@ def pca_eigh(x: jax.Array):
     clipped at zero.
   """
   n, d = x.shape
-  mean = jnp.mean(x, axis=0)
-  xc = x - mean
+  xc = numerics.center(x)  # shifted two-pass centring: a large offset does not cancel
+  mean = jnp.mean(x - xc, axis=0)
   if n >= d:
     evals, evecs = jnp.linalg.eigh(numerics.symmetrize(numerics.covariance(xc)))
     evals, evecs = evals[::-1], evecs[:, ::-1]
@@ -59,17 +59,23 @@ def pca_eigh(x: jax.Array):
   return mean, evals, evecs
 
 
-def pca_project(x: jax.Array, k: int) -> jax.Array:
-  """``(x - mean) @ axes[:, :k]``: the first ``k`` exact principal components ([n, d] -> [n, k])."""
-  mean, _, evecs = pca_eigh(x)
-  return jnp.matmul(x - mean, evecs[:, :k], precision=HIGHEST)
+def pca_project(x: jax.Array, k: int, axes: jax.Array | None = None) -> jax.Array:
+  """``(x - mean) @ axes[:, :k]``: the first ``k`` exact principal components ([n, d] -> [n, k]).
+
+  ``x`` is centred with a shift (:func:`numerics.center`); ``axes`` ([d, >= k]) defaults to
+  those of :func:`pca_eigh`.
+  """
+  if axes is None:
+    _, _, axes = pca_eigh(x)
+  return jnp.matmul(numerics.center(x), axes[:, :k], precision=HIGHEST)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "gaussian", "pca_dim"))
 def _gbc_kernel(x, y, *, num_classes, gaussian, pca_dim):
   n, d = x.shape
-  if d > pca_dim:
-    x = pca_project(x, min(pca_dim, n))
+  # Offset invariant: centre with a shift first (class means of raw float32 features with a
+  # large offset carry |offset| * 2^-24 of error each).
+  x = pca_project(x, min(pca_dim, n)) if d > pca_dim else numerics.center(x)
   onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)  # [n, C]
   counts = jnp.sum(onehot, axis=0)
   safe = jnp.maximum(counts, 1.0)[:, None]
@@ -108,6 +114,10 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
   When ``d > pca_dim`` the features are first reduced to their first ``pca_dim`` exact principal
   components (the reference uses ``sklearn.decomposition.PCA(64)``).
 
+  Numerics: GBC is invariant to a common offset of the features (centred with a shift, also in
+  float32), not to rescaling (the variance floor 1e-4 is absolute: tiny features look like
+  overlapping classes).
+
   Args:
     features: [n, d] float features of the target data from the pre-trained model.
     labels: [n] int class indices in ``0..C-1``.
@@ -117,6 +127,10 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
 
   Returns:
     Scalar GBC (<= 0), in the features' float dtype.
+
+  Raises:
+    ValueError: fewer than two classes present (no class pair: the sum would be an empty 0,
+      the best possible score). Not checked for traced labels.
 
   Example:
     >>> score = gbc(features, labels)  # doctest: +SKIP
@@ -130,4 +144,5 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
     raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
+  validation.check_class_structure(labels, c, metric="GBC")
   return _gbc_kernel(x, y, num_classes=c, gaussian=gaussian, pca_dim=int(pca_dim))

@@ -22,19 +22,24 @@ import jax
 import jax.numpy as jnp
 
 from transrate_jax._src import numerics
+from transrate_jax._src import peer_numerics
 from transrate_jax._src import validation
 
 
 def _spectrum(features, labels, num_classes):
   """Centred eigen-spectrum shared by both scores.
 
+  The features are centred with a shift (:func:`numerics.center`, so a large common offset does
+  not cancel) and divided by a power of two near ``max |Z|`` (exact; both scores are ratios of
+  quantities quadratic in ``Z``, so the scale cancels and only overflow/underflow is avoided).
+
   Returns:
     lam: [K] eigenvalues of Z^T Z (K = d) or Z Z^T (K = n), ascending, clipped at 0.
     q: [K] ``v_i^T B v_i`` for the matching eigenvectors of Z^T Z.
-    z: [n, d] centred features.
+    z: [n, d] centred features brought to unit size.
   """
   n, d = features.shape
-  z = features - jnp.mean(features, axis=0, keepdims=True)
+  z, _ = peer_numerics.normalise(peer_numerics.centre(features))
   counts = jax.ops.segment_sum(jnp.ones((n,), z.dtype), labels, num_segments=num_classes)
   inv_sqrt = jnp.where(counts > 0, jax.lax.rsqrt(jnp.maximum(counts, 1.0)), 0.0)
   if n < d:
@@ -110,6 +115,10 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
   classes present), so H-score needs ``n >> d`` to discriminate. (Some re-implementations
   multiply the matrices elementwise instead of taking the trace of the product; this does not.)
 
+  Numerics: invariant to a common offset and to rescaling of the features, and so is the float32
+  value: the features are centred with a shift and divided by a power of two near their largest
+  magnitude before any product is formed. Constant features give the defined value 0.
+
   Cost: one ``Z^T Z`` (or ``Z Z^T`` when n < d) and one ``eigh`` of the smaller side.
 
   Args:
@@ -144,6 +153,10 @@ def regularized_hscore(features, labels, *, num_classes: int | None = None,
   ``sklearn.covariance.LedoitWolf`` (which divides by n) but ``cov(E[f|y])`` from ``np.cov``
   (which divides by n - 1), so its value is this one times ``n / (n - 1)``; here both
   covariances use the same normalisation, as in the formula.
+
+  Numerics: invariant to a common offset and to rescaling of the features (so is ``a``), in
+  float32 too: centred with a shift and divided by a power of two near ``max |Z|`` first (the
+  fourth moments of the Ledoit-Wolf estimate would otherwise overflow at ``|F| ~ 1e9``).
 
   Args:
     features: [n, d] float features.

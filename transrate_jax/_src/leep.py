@@ -96,16 +96,18 @@ def leep(source_probs, labels, *, num_classes: int | None = None) -> jax.Array:
   return _leep_kernel(theta, y, num_classes=c)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_source_classes", "dtype"))
-def _nce_kernel(z, y, *, num_classes, num_source_classes, dtype):
+@functools.partial(jax.jit, static_argnames=("num_source_classes", "dtype"))
+def _nce_kernel(z, y, *, num_source_classes, dtype):
+  # NCE = 1/n sum_i log(#(y_i, z_i) / #z_i): the pair counts come from one sort of the (y, z)
+  # pairs (runs of equal pairs), so memory is O(n + Cs), never a C x Cs table.
   n = y.shape[0]
-  counts = jnp.zeros(num_classes * num_source_classes, jnp.int32)
-  counts = counts.at[y * num_source_classes + z].add(jnp.ones_like(y))
-  joint = counts.reshape(num_classes, num_source_classes).astype(dtype) / n  # P(y, z)
-  marginal = jnp.sum(joint, axis=0)  # P(z)
-  pos = joint > 0
-  log_cond = _safe_log(jnp.where(pos, joint, 1.0)) - _safe_log(jnp.where(pos, marginal, 1.0))
-  return jnp.sum(jnp.where(pos, joint * log_cond, 0.0))
+  ys, zs = jax.lax.sort((y, z), num_keys=2)
+  new = jnp.concatenate([jnp.ones((1,), bool), (ys[1:] != ys[:-1]) | (zs[1:] != zs[:-1])])
+  run = jnp.cumsum(new.astype(jnp.int32)) - 1
+  ones = jnp.ones((n,), dtype)
+  pair_count = jax.ops.segment_sum(ones, run, num_segments=n)[run]
+  source_count = jax.ops.segment_sum(ones, zs, num_segments=num_source_classes)[zs]
+  return jnp.mean(jnp.log(pair_count / source_count))
 
 
 def nce(source_labels, labels, *, num_classes: int | None = None,
@@ -124,6 +126,9 @@ def nce(source_labels, labels, *, num_classes: int | None = None,
     num_source_classes: static ``Cs``; needed under ``jit``/``vmap``, else
       ``max(source_labels) + 1``.
 
+  Computed as ``1/n sum_i log(#(y_i, z_i) / #z_i)`` from one sort of the label pairs: memory
+  O(n + Cs) whatever the label values (no ``C x Cs`` table).
+
   Returns:
     Scalar NCE (<= 0) in nats, in JAX's default float dtype.
 
@@ -137,8 +142,9 @@ def nce(source_labels, labels, *, num_classes: int | None = None,
   y, c = validation.check_labels(labels, n, num_classes=num_classes)
   z, cs = validation.check_labels(source_labels, n, num_classes=num_source_classes,
                                   name="source_labels")
+  del c  # NCE only depends on which labels are equal
   dtype = numerics.float_dtype(np.int32)
-  return _nce_kernel(z, y, num_classes=c, num_source_classes=cs, dtype=dtype)
+  return _nce_kernel(z, y, num_source_classes=cs, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,8 +175,14 @@ def _m_step(x, resp, reg_covar):
   def one(args):
     r, mu, w = args
     diff = x - mu
-    cov = jnp.matmul((r[:, None] * diff).T, diff, precision=HIGHEST) / w + reg_covar * eye
-    chol = jnp.linalg.cholesky(numerics.symmetrize(cov))
+    cov = jnp.matmul((r[:, None] * diff).T, diff, precision=HIGHEST) / w
+    # reg_covar as scikit-learn adds it, plus a floor at the round-off level of the trace: a
+    # component with fewer samples than dimensions has a singular covariance, which reg_covar
+    # alone (absolute, 1e-6) leaves too ill-conditioned for a float32 Cholesky on features of
+    # ordinary scale. 10 eps trace(cov) is below the precision of the covariance itself (in
+    # float64 it moves scikit-learn's numbers by ~1e-15), so it changes no well-posed fit.
+    floor = 10 * jnp.finfo(x.dtype).eps * jnp.trace(cov)
+    chol = jnp.linalg.cholesky(numerics.symmetrize(cov) + (reg_covar + floor) * eye)
     # Precision Cholesky: inv(chol)^T (upper triangular), as scikit-learn stores it.
     return jax.scipy.linalg.solve_triangular(chol, eye, lower=True).T
 
@@ -256,20 +268,38 @@ def _fit_gmm(x, resp0, *, max_iter, tol, reg_covar):
   return log_resp, lower, it, converged
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "num_classes", "num_components", "pca_dim", "max_iter", "tol", "reg_covar", "init"))
-def _nleep_kernel(x, y, key, mean, axes, k_keep, *, num_classes, num_components, pca_dim,
-                  max_iter, tol, reg_covar, init):
-  if axes is None:
-    mean, _, axes = _gbc.pca_eigh(x)
-  xp = jnp.matmul(x - mean, axes[:, :pca_dim], precision=HIGHEST)
-  if k_keep is not None:
-    # Columns from k_keep on are zeroed: that leaves every posterior unchanged (the fitted
-    # covariances are block diagonal), so nearby dimensions share one compiled program.
-    xp = jnp.where(jnp.arange(pca_dim) < k_keep, xp, 0.0)
+def _gmm_leep(xp, y, key, *, num_classes, num_components, max_iter, tol, reg_covar, init):
+  """LEEP of the posteriors of a mixture fitted by EM to projected features ``xp`` [n, k]."""
   resp0 = _initial_resp(key, xp, num_components, init)
   log_resp, _, _, _ = _fit_gmm(xp, resp0, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
   return _leep_from_log(log_resp, jnp.exp(log_resp), y, num_classes)
+
+
+_GMM_STATIC = ("num_classes", "num_components", "max_iter", "tol", "reg_covar", "init")
+
+
+@functools.partial(jax.jit, static_argnames=_GMM_STATIC + ("pca_dim",))
+def _nleep_kernel(x, y, key, *, num_classes, num_components, pca_dim, max_iter, tol, reg_covar,
+                  init):
+  """N-LEEP with a static PCA width (the traceable path)."""
+  return _gmm_leep(_gbc.pca_project(x, pca_dim), y, key, num_classes=num_classes,
+                   num_components=num_components, max_iter=max_iter, tol=tol,
+                   reg_covar=reg_covar, init=init)
+
+
+@functools.partial(jax.jit, static_argnames=("pca_dim",))
+def _project_padded(x, axes, k_keep, *, pca_dim):
+  """The first ``pca_dim`` components, columns from ``k_keep`` on zeroed ([n, pca_dim]).
+
+  Zero columns leave every posterior unchanged (the fitted covariances are block diagonal), so
+  nearby dimensions share one compiled mixture fit; the fit's program depends on ``(n, pca_dim)``
+  only, not on the feature width.
+  """
+  xp = _gbc.pca_project(x, pca_dim, axes)
+  return jnp.where(jnp.arange(pca_dim) < k_keep, xp, 0.0)
+
+
+_gmm_leep_jit = jax.jit(_gmm_leep, static_argnames=_GMM_STATIC)
 
 
 _pca_eigh_jit = jax.jit(_gbc.pca_eigh)
@@ -286,7 +316,7 @@ def num_components_for_variance(evals, variance: float) -> int:
   return int(min(np.searchsorted(ratio, variance, side="right") + 1, evals.shape[0]))
 
 
-def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None = None,
+def nleep(features, labels, *, key=None, variance: float = 0.8, pca_dim: int | None = None,
           components_per_class: int = 5, num_classes: int | None = None, max_iter: int = 100,
           tol: float = 1e-3, reg_covar: float = 1e-6, init: str = "kmeans++") -> jax.Array:
   """N-LEEP: LEEP on the posteriors of a Gaussian mixture fitted to PCA-reduced features.
@@ -300,7 +330,9 @@ def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None =
 
   EM starts from a hard assignment of every sample to the nearest of ``K`` k-means++ seeds
   (``init="kmeans++"``) or from random responsibilities (``init="random"``), drawn from ``key``:
-  the score is random through the initialisation, so fix ``key`` to compare models.
+  the score is random through the initialisation, so fix ``key`` to compare models. The default
+  ``key=None`` means ``jax.random.key(0)``: a fixed key, so repeated calls (and ``score_many``,
+  ``layer_sweep`` and the command line, which pass no key) give the same score.
 
   With ``pca_dim=None`` the number of components is read from the data, so the call runs two
   compiled programs (the PCA, then the rest) and cannot be traced: pass ``pca_dim`` (static)
@@ -310,7 +342,7 @@ def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None =
   Args:
     features: [n, d] float features.
     labels: [n] int target labels in ``0..C-1``.
-    key: ``jax.random`` key for the initialisation.
+    key: ``jax.random`` key for the initialisation (default ``None``: ``jax.random.key(0)``).
     variance: fraction of variance the kept principal components explain (0 < variance <= 1).
     pca_dim: fixed number of principal components instead of ``variance`` (static).
     components_per_class: mixture components per target class (5 in the paper).
@@ -327,6 +359,8 @@ def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None =
   """
   if init not in ("kmeans++", "random"):
     raise ValueError(f"init must be 'kmeans++' or 'random'; got {init!r}.")
+  if key is None:
+    key = jax.random.key(0)
   for name, value in (("components_per_class", components_per_class), ("max_iter", max_iter)):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
       raise ValueError(f"{name} must be a positive Python int; got {value!r}.")
@@ -346,16 +380,16 @@ def nleep(features, labels, *, key, variance: float = 0.8, pca_dim: int | None =
     if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
       raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
     k = min(int(pca_dim), n, d)
-    return _nleep_kernel(x, y, key, None, None, None, pca_dim=k, **config)
+    return _nleep_kernel(x, y, key, pca_dim=k, **config)
   if not validation.is_concrete(x):
     raise ValueError(
         "features are traced (inside jit/vmap/grad): the variance rule needs concrete values; "
         "pass pca_dim= as a static Python int.")
-  mean, evals, axes = _pca_eigh_jit(x)
+  _, evals, axes = _pca_eigh_jit(x)
   k = num_components_for_variance(np.asarray(evals), float(variance))
   k_pad = min(-(-k // 8) * 8, axes.shape[1])
-  score = _nleep_kernel(x, y, key, mean, axes, jnp.asarray(k, jnp.int32), pca_dim=k_pad,
-                        **config)
+  xp = _project_padded(x, axes, jnp.asarray(k, jnp.int32), pca_dim=k_pad)
+  score = _gmm_leep_jit(xp, y, key, **config)
   if not np.isfinite(float(score)):
     # Seen in float32 on a 229 x 64 layer with large feature scale: a mixture covariance fails
     # its Cholesky factorisation. Never return a silent NaN.

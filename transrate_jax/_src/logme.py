@@ -16,8 +16,13 @@ and (a, b) is maximised by MacKay's fixed point
 
     gamma = sum_i s_i / (t + s_i),   a = gamma / |m|^2,   b = (N - gamma) / |y - F m|^2.
 
-One eigendecomposition (of ``F^T F`` when N >= D, of the Gram matrix ``F F^T`` when N < D) is
-shared by every target column, and the fixed point runs for all columns at once.
+One eigendecomposition is shared by every target column, and the fixed point runs for all
+columns at once. The exact evidence (``preset=None``) is computed from the *centred* features
+``Z`` (two-pass, shifted) divided by a power of two near ``max |Z|``, with the mean entering as
+one rank-one "mean row" (``F^T F = s^2 (Z^T Z + N mu mu^T)``, matrix determinant lemma and one
+recursive-least-squares step): a large common offset no longer squares the condition number of
+``F^T F`` (``F + 3000`` was ``inf`` in float32) and the score is scale invariant in float32 too.
+The presets reproduce public code and keep its raw ``F^T F``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transrate_jax._src import numerics
+from transrate_jax._src import peer_numerics
 from transrate_jax._src import validation
 
 # Static configuration of the fixed point per preset:
@@ -78,9 +84,13 @@ def _spectral_sums(t, sigma, proj, ynorm2, gram_side):
     jax.jit,
     static_argnames=("num_columns", "classification", "max_iter", "tol", "strict", "stab",
                      "variant"))
-def _logme_kernel(features, targets, *, num_columns, classification, max_iter, tol, strict, stab,
-                  variant):
-  """Per-column evidence / N, alpha, beta, and loop state. See :func:`logme`."""
+def _logme_preset_kernel(features, targets, *, num_columns, classification, max_iter, tol, strict,
+                         stab, variant):
+  """Per-column evidence / N, alpha, beta, and loop state of a preset. See :func:`logme`.
+
+  The presets reproduce public code, which works on the raw (uncentred, unscaled) ``F^T F``;
+  so does this kernel.
+  """
   dtype = features.dtype
   n, d = features.shape
   gram_side = n < d
@@ -110,17 +120,10 @@ def _logme_kernel(features, targets, *, num_columns, classification, max_iter, t
     t_new = alpha_new / beta_new
     rel = jnp.abs(t_new - t) / t
     conv = (rel < tol) if strict else (rel <= tol)
-    if variant == "exact":
-      # The maximum can lie on the boundary t -> 0 or t -> inf, where the iterate runs off:
-      # stop a column before its values overflow (the boundary values are added below).
-      bad = ~(jnp.isfinite(t_new) & (t_new > 0) & jnp.isfinite(alpha_new) & (alpha_new > 0)
-              & jnp.isfinite(beta_new) & (beta_new > 0))
-    else:
-      bad = jnp.zeros_like(done)
-    upd = ~done & ~bad
+    upd = ~done
     keep = lambda old, new: jnp.where(upd, new, old)
     return (it + 1, keep(t, t_new), keep(alpha, alpha_new), keep(beta, beta_new),
-            keep(m2, m2_new), keep(res2, res2_new), done | conv | bad, met | (upd & conv))
+            keep(m2, m2_new), keep(res2, res2_new), done | conv, met | (upd & conv))
 
   def cond(state):
     return (state[0] < max_iter) & ~jnp.all(state[-2])
@@ -130,56 +133,222 @@ def _logme_kernel(features, targets, *, num_columns, classification, max_iter, t
           jnp.zeros((num_columns,), bool), jnp.zeros((num_columns,), bool))
   it, t, alpha, beta, m2, res2, _, done = jax.lax.while_loop(cond, body, init)
   half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+  # Presets keep |m|^2 and |y - F m|^2 from the last update, as the public code does.
+  log_terms = jnp.log(alpha[None, :] + beta[None, :] * sigma[:, None])  # [K, T]
+  if variant == "thuml" and not gram_side:
+    # thuml/LogME keeps singular values above 1e-10 (truncated SVD) when N > D.
+    log_terms = jnp.where((sigma > 1e-20)[:, None], log_terms, 0.0)
+  logdet = jnp.sum(log_terms, axis=0)
+  if variant != "thuml":
+    # The D - K eigenvalues not in the K-side spectrum are zeros: log(alpha + beta * 0).
+    logdet = logdet + (d - num_eig) * jnp.log(alpha)
+  evidence = (d / 2.0 * jnp.log(alpha) + n / 2.0 * jnp.log(beta) - 0.5 * logdet
+              - beta / 2.0 * res2 - alpha / 2.0 * m2) / n - half_log_2pi
+  present = counts > 0 if classification else jnp.ones((num_columns,), bool)
+  return _finish(evidence, present, done, it, alpha, beta, jnp.zeros((num_columns,), bool))
 
-  if variant == "exact":
-    # Profile evidence: for fixed t = a/b the best b is N / E(t), E(t) = |y - F m|^2 + t |m|^2,
-    #   L(t) / N = -1/(2N) sum_i log(1 + s_i/t) + 1/2 log(N / E(t)) - 1/2 - 1/2 log 2pi,
-    # which equals the evidence at a stationary point of the fixed point.
-    if gram_side:
-      x2 = proj * proj
-      energy = lambda tt: jnp.sum(x2 * (tt / (tt + sigma[:, None])), axis=0)
-    else:
-      energy = lambda tt: ynorm2 - jnp.sum(proj * proj / (tt + sigma[:, None]), axis=0)
-    e_t = jnp.maximum(energy(t[None, :]), jnp.finfo(dtype).tiny)
-    beta = nf / e_t
-    alpha = t * beta
-    profile = (-0.5 * jnp.sum(jnp.log1p(sigma[:, None] / t[None, :]), axis=0) / n
-               + 0.5 * jnp.log(nf / e_t) - 0.5 - half_log_2pi)
-    # t -> inf (alpha -> inf, m = 0): 1/2 log(N / |y|^2) - 1/2 - 1/2 log 2pi.
-    at_inf = 0.5 * jnp.log(nf / ynorm2) - 0.5 - half_log_2pi
-    candidates = [profile, at_inf]
-    if gram_side:
-      # t -> 0 with a full-rank Gram matrix (N < D: the features interpolate y, b -> inf):
-      #   -1/(2N) sum log s_i - 1/2 log(sum x_i^2 / s_i / N) - 1/2 - 1/2 log 2pi.
-      full_rank = sigma[0] > num_eig * jnp.finfo(dtype).eps * sigma[-1]
-      safe = jnp.where(full_rank, sigma, 1.0)
-      at_zero = (-0.5 * jnp.sum(jnp.log(safe)) / n
-                 - 0.5 * jnp.log(jnp.sum(x2 / safe[:, None], axis=0) / nf) - 0.5 - half_log_2pi)
-      candidates.append(jnp.where(full_rank, at_zero, -jnp.inf))
-    evidence = functools.reduce(jnp.maximum, candidates)
-    done = done | (evidence > profile)
-  else:
-    # Presets keep |m|^2 and |y - F m|^2 from the last update, as the public code does.
-    log_terms = jnp.log(alpha[None, :] + beta[None, :] * sigma[:, None])  # [K, T]
-    if variant == "thuml" and not gram_side:
-      # thuml/LogME keeps singular values above 1e-10 (truncated SVD) when N > D.
-      log_terms = jnp.where((sigma > 1e-20)[:, None], log_terms, 0.0)
-    logdet = jnp.sum(log_terms, axis=0)
-    if variant != "thuml":
-      # The D - K eigenvalues not in the K-side spectrum are zeros: log(alpha + beta * 0).
-      logdet = logdet + (d - num_eig) * jnp.log(alpha)
-    evidence = (d / 2.0 * jnp.log(alpha) + n / 2.0 * jnp.log(beta) - 0.5 * logdet
-                - beta / 2.0 * res2 - alpha / 2.0 * m2) / n - half_log_2pi
-  if classification:
-    present = counts > 0
-    score = jnp.sum(jnp.where(present, evidence, 0.0)) / jnp.sum(present)
-    converged = jnp.all(done | ~present)
-  else:
-    score = jnp.mean(evidence)
-    converged = jnp.all(done)
-  info = {"converged": converged, "iterations": it, "evidence": evidence, "alpha": alpha,
-          "beta": beta}
+
+def _finish(evidence, present, done, it, alpha, beta, unbounded):
+  """Score (mean evidence over the present columns) and the info dict."""
+  score = jnp.sum(jnp.where(present, evidence, 0.0)) / jnp.sum(present)
+  info = {"converged": jnp.all(done | ~present), "iterations": it, "evidence": evidence,
+          "alpha": alpha, "beta": beta,
+          "unbounded": jnp.any(present & (unbounded | ~jnp.isfinite(evidence)))}
   return score, info
+
+
+def _centred_spectrum(features, targets, *, num_columns, classification):
+  """The spectral data of the exact evidence, from centred features brought to unit size.
+
+  The features are written ``F = s (Z + 1 mu^T)`` with ``Z`` centred (two-pass, shifted),
+  ``mu`` the mean and ``s`` a power of two near ``max |Z|`` (exact division). Then
+  ``F^T F / s^2 = Z^T Z + N mu mu^T``: the centred scatter plus one rank-one "mean row"
+  ``sqrt(N) mu`` with target ``sqrt(N) ybar``. Its spectral data, in the eigenbasis
+  ``(s_i, v_i)`` of ``Z^T Z`` (of ``Z Z^T`` when N < D, plus one null direction carrying the
+  part of ``mu`` outside the row space of ``Z``):
+
+  Returns:
+    dict with ``s`` [K], ``c = v^T mu`` [K], ``p = v^T Z^T y_c`` [K, T], ``ybar`` [T],
+    ``yc2 = |y - ybar|^2`` [T], ``ynorm2 = |y|^2`` [T], ``present`` [T], ``scale2 = s^2``,
+    ``mu2 = |mu|^2``, and on the Gram side ``x = U^T y_c`` [N, T], ``s_gram`` [N] (masked) and
+    ``kept`` (the number of non-zero eigenvalues).
+  """
+  dtype = features.dtype
+  n, d = features.shape
+  nf = jnp.asarray(n, dtype)
+  m1 = jnp.mean(features, axis=0)
+  r = features - m1
+  m2 = jnp.mean(r, axis=0)
+  z = r - m2
+  mu = m1 + m2
+  zmax = jnp.max(jnp.abs(z))
+  scale = peer_numerics.pow2_above(jnp.where(zmax > 0, zmax, jnp.max(jnp.abs(mu))))
+  z = z / scale
+  mu = mu / scale
+  if classification:
+    seg = lambda a: jax.ops.segment_sum(a, targets, num_segments=num_columns)
+    counts = seg(jnp.ones((n,), dtype))
+    ybar = counts / nf
+    yc2 = counts * (1.0 - ybar)
+    ynorm2 = counts
+    present = counts > 0
+    # a^T (y - ybar); for a = Z the column sums (0 up to round-off) are removed explicitly.
+    zty = lambda a: seg(a).T - jnp.sum(a, axis=0)[:, None] * ybar[None, :]
+  else:
+    ybar = jnp.mean(targets, axis=0)
+    yc = numerics.center(targets)
+    yc2 = jnp.sum(yc * yc, axis=0)
+    ynorm2 = jnp.sum(targets * targets, axis=0)
+    present = jnp.ones((num_columns,), bool)
+    zty = lambda a: numerics.matmul_tn(a, yc)
+  out = dict(ybar=ybar, yc2=yc2, ynorm2=ynorm2, present=present, scale2=scale * scale,
+             mu2=jnp.sum(mu * mu))
+  if n >= d:
+    s, v = jnp.linalg.eigh(numerics.covariance(z))
+    out["s"] = jnp.maximum(s, 0.0)
+    out["c"] = jnp.matmul(mu, v, precision=numerics.HIGHEST)
+    out["p"] = numerics.matmul_tn(v, zty(z))
+  else:
+    s, u = jnp.linalg.eigh(numerics.gram(z))  # U: [N, N]
+    s = jnp.maximum(s, 0.0)
+    keep = s > n * jnp.finfo(dtype).eps * jnp.max(s)
+    s = jnp.where(keep, s, 0.0)
+    x = zty(u)  # U^T y_c: [N, T]
+    q = jnp.matmul(jnp.matmul(z, mu, precision=numerics.HIGHEST), u,
+                   precision=numerics.HIGHEST)  # U^T Z mu: [N]
+    root = jnp.sqrt(jnp.where(keep, s, 1.0))
+    c = jnp.where(keep, q / root, 0.0)
+    cperp2 = jnp.maximum(out["mu2"] - jnp.sum(c * c), 0.0)
+    # One null direction (s = 0) carries the part of mu outside the row space of Z.
+    out["s"] = jnp.concatenate([s, jnp.zeros((1,), dtype)])
+    out["c"] = jnp.concatenate([c, jnp.sqrt(cperp2)[None]])
+    out["p"] = jnp.concatenate([jnp.where(keep[:, None], root[:, None] * x, 0.0),
+                                jnp.zeros((1, num_columns), dtype)])
+    out.update(x=x, s_gram=s, kept=jnp.sum(keep), cperp2=cperp2, root=root, keep=keep)
+  return out
+
+
+def _exact_terms(t, sp, n, gram_side):
+  """Everything the exact fixed point and evidence need at ``t = alpha / beta`` ([T]).
+
+  With ``D_t = diag(t + s_i)``, ``h = N sum c_i^2 / (t + s_i)`` and the ridge solution of the
+  centred problem ``m0 = D_t^{-1} p``, the mean row enters by one recursive-least-squares step:
+
+      r0 = ybar - c^T m0,   m = D_t^{-1} (p + k c),   k = N r0 / (1 + h),
+      E(t) = |y - F m|^2 + t |m|^2 = E0(t) + N r0^2 / (1 + h),
+      logdet(I + F^T F / t) = sum_i log(1 + s_i / t) + log(1 + h),
+      gamma = sum_i s_i / (t + s_i) + t N sum_i c_i^2 / (t + s_i)^2 / (1 + h),
+
+  where ``E0 = |y_c|^2 - sum p_i^2 / (t + s_i)`` (covariance side) or
+  ``sum_j x_j^2 t / (t + s_j)`` (Gram side, no cancellation).
+
+  Returns:
+    (gamma, m2, res2, energy, logdet, energy_underflow), each [T].
+  """
+  s, c, p = sp["s"], sp["c"], sp["p"]
+  nf = jnp.asarray(n, s.dtype)
+  den = t[None, :] + s[:, None]  # [K, T]
+  cd = c[:, None] / den
+  h = nf * jnp.sum(c[:, None] * cd, axis=0)
+  r0 = sp["ybar"] - jnp.sum(cd * p, axis=0)
+  k = nf * r0 / (1.0 + h)
+  mcoef = (p + k[None, :] * c[:, None]) / den
+  m2 = jnp.sum(mcoef * mcoef, axis=0)
+  if gram_side:
+    x = sp["x"]
+    e0 = jnp.sum(x * x * (t[None, :] / (t[None, :] + sp["s_gram"][:, None])), axis=0)
+  else:
+    e0 = sp["yc2"] - jnp.sum(p * p / den, axis=0)
+  underflow = e0 <= 0
+  e0 = jnp.maximum(e0, 0.0)
+  energy = e0 + nf * r0 * r0 / (1.0 + h)
+  res2 = jnp.maximum(energy - t * m2, 0.0)
+  gamma = (jnp.sum(s[:, None] / den, axis=0)
+           + t * nf * jnp.sum(cd * cd, axis=0) / (1.0 + h))
+  logdet = jnp.sum(jnp.log1p(s[:, None] / t[None, :]), axis=0) + jnp.log1p(h)
+  return gamma, m2, res2, energy, logdet, underflow & (energy <= 0)
+
+
+@functools.partial(jax.jit, static_argnames=("num_columns", "classification", "max_iter", "tol"))
+def _logme_exact_kernel(features, targets, *, num_columns, classification, max_iter, tol):
+  """Per-column exact evidence / N and the info dict. See :func:`logme`."""
+  dtype = features.dtype
+  n, d = features.shape
+  gram_side = n < d
+  sp = _centred_spectrum(features, targets, num_columns=num_columns,
+                         classification=classification)
+  nf = jnp.asarray(n, dtype)
+
+  def body(state):
+    it, t, done, met = state
+    gamma, m2, res2, _, _, _ = _exact_terms(t, sp, n, gram_side)
+    t_new = (gamma / m2) / ((nf - gamma) / res2)
+    rel = jnp.abs(t_new - t) / t
+    conv = rel <= tol
+    # The maximum can lie on the boundary t -> 0 or t -> inf, where the iterate runs off:
+    # stop a column before its values overflow (the boundary values are added below).
+    bad = ~(jnp.isfinite(t_new) & (t_new > 0))
+    upd = ~done & ~bad
+    return (it + 1, jnp.where(upd, t_new, t), done | conv | bad, met | (upd & conv))
+
+  def cond(state):
+    return (state[0] < max_iter) & ~jnp.all(state[-2])
+
+  init = (jnp.asarray(0, jnp.int32), jnp.ones((num_columns,), dtype),
+          jnp.zeros((num_columns,), bool), jnp.zeros((num_columns,), bool))
+  it, t, _, done = jax.lax.while_loop(cond, body, init)
+  const = -0.5 - 0.5 * math.log(2.0 * math.pi)
+  # Profile evidence: for fixed t = a/b the best b is N / E(t), E(t) = |y - F m|^2 + t |m|^2,
+  #   L(t) / N = -1/(2N) logdet(I + F^T F / t) + 1/2 log(N / E(t)) - 1/2 - 1/2 log 2pi,
+  # which equals the evidence at a stationary point of the fixed point.
+  _, _, _, energy, logdet, underflow = _exact_terms(t, sp, n, gram_side)
+  e_t = jnp.maximum(energy, jnp.finfo(dtype).tiny)
+  profile = -0.5 * logdet / n + 0.5 * jnp.log(nf / e_t) + const
+  beta = nf / e_t
+  # t -> inf (alpha -> inf, m = 0): 1/2 log(N / |y|^2) - 1/2 - 1/2 log 2pi.
+  at_inf = 0.5 * jnp.log(nf / sp["ynorm2"]) + const
+  candidates = [profile, at_inf]
+  if gram_side:
+    # t -> 0 when F F^T is non-singular (N < D: the features interpolate y, b -> inf): Z Z^T has
+    # rank N - 1 (the ones vector is its null space) and the mean has a part outside the row
+    # space of Z. With E(t) / t -> sum x_j^2 / s_j + r0(0)^2 / |mu_perp|^2 and
+    # logdet(F F^T) = sum log s_j + log(N |mu_perp|^2):
+    s_g, cperp2 = sp["s_gram"], sp["cperp2"]
+    eps = jnp.finfo(dtype).eps
+    big = jnp.maximum(jnp.max(s_g), nf * sp["mu2"])
+    full_rank = (sp["kept"] == n - 1) & (nf * cperp2 > (n + 1) * eps * big)
+    keep = sp["keep"]
+    safe = jnp.where(keep, s_g, 1.0)
+    x = sp["x"]
+    c = sp["c"][:n]
+    r00 = sp["ybar"] - jnp.sum(jnp.where(keep[:, None], c[:, None] * x / sp["root"][:, None],
+                                         0.0), axis=0)
+    safe_perp = jnp.where(full_rank, cperp2, 1.0)
+    ratio = (jnp.sum(jnp.where(keep[:, None], x * x / safe[:, None], 0.0), axis=0)
+             + r00 * r00 / safe_perp)
+    logdet0 = jnp.sum(jnp.where(keep, jnp.log(safe), 0.0)) + jnp.log(nf * safe_perp)
+    at_zero = -0.5 * logdet0 / n - 0.5 * jnp.log(ratio / nf) + const
+    candidates.append(jnp.where(full_rank, at_zero, -jnp.inf))
+  evidence = functools.reduce(jnp.maximum, candidates)
+  # A column whose supremum is a boundary value (the iterate runs off towards it) counts as
+  # converged once the profile at the iterate is within round-off of that value.
+  boundary = functools.reduce(jnp.maximum, candidates[1:])
+  slack = 1e3 * jnp.finfo(dtype).eps * (1.0 + jnp.abs(boundary))
+  done = done | (boundary >= profile - slack)
+  # alpha, beta of the original features: alpha scales with s^2 (F = s F_unit).
+  alpha = t * beta * sp["scale2"]
+  unbounded = underflow & (evidence <= profile)
+  if n > d:
+    # More samples than features: if a target column is a linear function of the features (to
+    # round-off), E(t) -> 0 faster than the logdet grows as t -> 0 and the evidence is
+    # unbounded. Detect it from the least-squares residual (ridge at round-off level).
+    eps = jnp.finfo(dtype).eps
+    num_eig = sp["s"].shape[0]
+    t_min = eps * jnp.maximum(jnp.max(sp["s"]), nf * sp["mu2"])
+    t_min = jnp.full((num_columns,), jnp.maximum(t_min, jnp.finfo(dtype).tiny), dtype)
+    _, _, _, e_min, _, _ = _exact_terms(t_min, sp, n, gram_side)
+    unbounded = unbounded | (e_min <= 16 * num_eig * eps * sp["ynorm2"])
+  return _finish(evidence, sp["present"], done, it, alpha, beta, unbounded)
 
 
 def _check_regression_targets(targets, n):
@@ -191,8 +360,7 @@ def _check_regression_targets(targets, n):
   if len(shape) == 2 and shape[1] < 1:
     raise ValueError("regression targets need at least one column.")
   dtype = np.dtype(getattr(targets, "dtype", None) or np.asarray(targets).dtype)
-  if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
-    raise ValueError(f"targets must be numeric; got dtype {dtype}.")
+  validation.check_real_dtype(dtype, "targets")
   if validation.is_concrete(targets):
     if not isinstance(targets, (np.ndarray, jax.Array)):
       targets = np.asarray(targets)
@@ -236,8 +404,22 @@ def logme(features, targets, *, regression: bool = False, num_classes: int | Non
   Classes with no samples (possible with ``num_classes``) are left out of the mean: their
   evidence is unbounded (the public code returns inf/NaN or a stabiliser-dependent number).
 
-  Cost: one ``F^T F`` (N >= D) or ``F F^T`` (N < D) matmul and one eigendecomposition of the
+  Cost: one ``Z^T Z`` (N >= D) or ``Z Z^T`` (N < D) matmul and one eigendecomposition of the
   smaller side, shared by all columns; each iteration is O(min(N, D) * T).
+
+  Numerics: the exact score is invariant to rescaling the features, ``logme(s F) = logme(F)``
+  (the maximising ``alpha`` scales by ``s^2``), in float32 as well: the features are centred
+  with a shift and divided by a power of two before any product, and the mean is carried as a
+  separate rank-one term, so an offset such as ``F + 3000`` is handled to float32 accuracy
+  (LogME is *not* offset invariant: the model has no intercept). Presets keep the public
+  formulas and can break down in float32 on such inputs; they then raise.
+
+  Raises:
+    ValueError: bad shapes, dtypes (complex included) or labels; the evidence is unbounded (a
+      target column is exactly a linear function of the features with N > D, or a regression
+      column is all zero); a preset's fixed point produced a non-finite evidence. Under
+      ``jit``/``vmap`` these are not raised: an unbounded evidence is then a large or infinite
+      value.
 
   Args:
     features: [N, D] float features.
@@ -283,7 +465,23 @@ def logme(features, targets, *, regression: bool = False, num_classes: int | Non
     raise ValueError(f"max_iter must be a positive Python int; got {max_iter!r}.")
   if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
     raise ValueError(f"tol must be a non-negative Python float; got {tol!r}.")
-  score, info = _logme_kernel(features, targets, num_columns=num_columns,
-                              classification=not regression, max_iter=int(max_iter),
-                              tol=float(tol), strict=strict, stab=stab, variant=variant)
+  if variant == "exact":
+    score, info = _logme_exact_kernel(features, targets, num_columns=num_columns,
+                                      classification=not regression, max_iter=int(max_iter),
+                                      tol=float(tol))
+  else:
+    score, info = _logme_preset_kernel(features, targets, num_columns=num_columns,
+                                       classification=not regression, max_iter=int(max_iter),
+                                       tol=float(tol), strict=strict, stab=stab, variant=variant)
+  unbounded = info.pop("unbounded")
+  if validation.is_concrete(score) and bool(unbounded):
+    if variant == "exact":
+      raise ValueError(
+          "LogME: the evidence is unbounded for these targets: a target column is exactly "
+          f"(to {features.dtype} round-off) a linear function of the features, or is all zero "
+          "(|y - F m| -> 0 as alpha / beta -> 0).")
+    raise ValueError(
+        f"LogME preset {preset!r}: the public fixed point breaks down on these features in "
+        f"{features.dtype} (a non-finite evidence); use preset=None (exact, scale and "
+        "offset robust) or float64 features.")
   return (score, info) if return_info else score

@@ -2,7 +2,9 @@
 
 Matmuls that form Gram or covariance matrices run at ``Precision.HIGHEST`` (GPUs and TPUs otherwise
 use reduced-precision float32 passes); log-determinants of symmetric positive definite matrices go
-through Cholesky, never LU.
+through Cholesky, never LU; where a matrix is known to be rank-deficient and only its ``d x d``
+form exists, eigenvalues with a rank bound (:func:`psd_eigvalsh`). The float32 policy:
+docs/numerics.md.
 """
 
 from __future__ import annotations
@@ -34,6 +36,24 @@ def as_float(x) -> jax.Array:
   """``x`` as a JAX float array in the dtype :func:`float_dtype` picks."""
   x = jnp.asarray(x)
   return x.astype(float_dtype(x.dtype))
+
+
+def center(x: jax.Array, axis: int = 0) -> jax.Array:
+  """``x - mean(x, axis)`` computed with a shift, so a large common offset does not cancel.
+
+  Two passes: subtract the mean ``m1`` (the offset, up to round-off), then the mean of the
+  residual. In float32 a single pass loses ``|offset| * 2^-24`` relative to the spread of the
+  data; the second pass removes the error of the first mean, which the residual carries exactly.
+
+  Args:
+    x: [..., n, ...] float array.
+    axis: the sample axis.
+
+  Returns:
+    ``x`` centred along ``axis``, same shape and dtype.
+  """
+  r = x - jnp.mean(x, axis=axis, keepdims=True)
+  return r - jnp.mean(r, axis=axis, keepdims=True)
 
 
 def matmul_tn(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -135,9 +155,22 @@ def logdet_identity_plus(a: jax.Array, scale) -> jax.Array:
   return logdet_spd(jnp.eye(m, dtype=a.dtype) + scale * a)
 
 
-def psd_eigvalsh(a: jax.Array) -> jax.Array:
-  """Eigenvalues of the PSD matrix ``a`` ([..., m, m] -> [..., m]), clipped at zero."""
-  return jnp.maximum(jnp.linalg.eigvalsh(symmetrize(a)), 0.0)
+def psd_eigvalsh(a: jax.Array, rank=None) -> jax.Array:
+  """Eigenvalues of the PSD matrix ``a`` ([..., m, m] -> [..., m], ascending), clipped at zero.
+
+  With ``rank`` (an int or [...] ints, possibly traced: a bound on the rank of ``a`` known from
+  its construction, e.g. ``min(n_c, d)`` for ``Z_c^T Z_c``) only the largest ``rank`` eigenvalues
+  are kept and the rest set to exactly 0: the eigenvalues that are 0 in exact arithmetic come out
+  as ``~ulp(lambda_max)`` round-off in float32, and ``log(1 + a * round-off)`` must not count
+  (docs/numerics.md). This is the one place the rank bound is applied.
+  """
+  lam = jnp.maximum(jnp.linalg.eigvalsh(symmetrize(a)), 0.0)
+  if rank is None:
+    return lam
+  m = a.shape[-1]
+  rank = jnp.asarray(rank)
+  keep = jnp.arange(m) >= (m - rank)[..., None]
+  return jnp.where(keep, lam, 0.0)
 
 
 def bucket(size: int, *, minimum: int = 1, steps: int = 1) -> int:

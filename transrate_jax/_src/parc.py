@@ -14,6 +14,7 @@ import numpy as np
 
 from transrate_jax._src import gbc as _gbc
 from transrate_jax._src import numerics
+from transrate_jax._src import peer_numerics
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
@@ -34,6 +35,9 @@ def _average_ranks_sorted(sorted_keys):
 def _parc_kernel(x, y, *, num_classes, pca_dim):
   n, d = x.shape
   del num_classes  # the label RDM only depends on whether two labels are equal
+  # PARC is invariant to offset and scale (standardised components): centre with a shift and
+  # bring to unit size first, exactly (power of two), so the scatter cannot overflow.
+  x, _ = peer_numerics.normalise(peer_numerics.centre(x))
   z = _gbc.pca_project(x, pca_dim)
   # StandardScaler (zero-variance columns keep scale 1).
   z = z - jnp.mean(z, axis=0)
@@ -41,24 +45,20 @@ def _parc_kernel(x, y, *, num_classes, pca_dim):
   z = z / jnp.where(std > 0, std, 1.0)
   # Row-wise Pearson correlation: rdm = 1 - corr.
   z = z - jnp.mean(z, axis=1, keepdims=True)
-  z = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+  norm = jnp.linalg.norm(z, axis=1, keepdims=True)
+  z = z / jnp.where(norm > 0, norm, 1.0)  # a row at the mean correlates 0 with every row
   corr = numerics.gram(z)  # [n, n]
-  off = ~jnp.eye(n, dtype=bool)
-  # Ranking 1 - corr is ranking -corr; the diagonal goes last (+inf) and gets weight 0. Using
-  # both triangles doubles every value, which maps ranks affinely and leaves Spearman unchanged.
-  keys = jnp.where(off, -corr, jnp.inf).reshape(-1)
-  different = (y[:, None] != y[None, :]).reshape(-1).astype(jnp.int8)
-  weights = off.reshape(-1).astype(jnp.int8)
-  keys, different, weights = jax.lax.sort((keys, different, weights), num_keys=1)
+  # The upper triangle (each pair once, as the reference does); ranking 1 - corr is ranking -corr.
+  rows, cols = np.triu_indices(n, k=1)
+  keys = -corr[rows, cols]
+  different = (y[rows] != y[cols]).astype(jnp.int8)
+  keys, different = jax.lax.sort((keys, different), num_keys=1)
   start, end = _average_ranks_sorted(keys)
-  m = n * (n - 1)
+  m = keys.shape[0]
   rank = (start.astype(x.dtype) + end.astype(x.dtype)) / (2.0 * m)
-  w = weights.astype(x.dtype)
   b = different.astype(x.dtype)
-  rank_mean = jnp.sum(w * rank) / m
-  b_mean = jnp.sum(w * b) / m
-  dr = w * (rank - rank_mean)
-  db = w * (b - b_mean)
+  dr = rank - jnp.mean(rank)
+  db = b - jnp.mean(b)
   spearman = jnp.sum(dr * db) / jnp.sqrt(jnp.sum(dr * dr) * jnp.sum(db * db))
   return 100.0 * spearman
 
@@ -87,6 +87,14 @@ def parc(features, labels, *, pca_dim: int = 32, num_classes: int | None = None)
   Returns:
     Scalar PARC in ``[-100, 100]``.
 
+  Raises:
+    ValueError: fewer than two classes present or every class a single sample (the label RDM
+      is constant), constant features, or fewer than two principal components (``min(pca_dim,
+      n, d) < 2``: a one-component row has no correlation). Under ``jit``/``vmap`` the label
+      and feature checks cannot run and the value is NaN.
+
+  Offset and scale invariant (the components are standardised), in float32 too.
+
   Reference: Bolya et al., NeurIPS 2021.
   """
   if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
@@ -94,4 +102,11 @@ def parc(features, labels, *, pca_dim: int = 32, num_classes: int | None = None)
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   n, d = x.shape
-  return _parc_kernel(x, y, num_classes=c, pca_dim=min(int(pca_dim), n, d))
+  k = min(int(pca_dim), n, d)
+  if k < 2:
+    raise ValueError(
+        f"PARC needs at least 2 principal components (min(pca_dim, n, d) = {k}): the row-wise "
+        "correlation of a single component is undefined.")
+  validation.check_class_structure(labels, c, metric="PARC", singletons_ok=False)
+  validation.check_not_constant(x, metric="PARC")
+  return _parc_kernel(x, y, num_classes=c, pca_dim=k)

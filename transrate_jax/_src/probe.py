@@ -20,10 +20,14 @@ from transrate_jax._src import validation
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
 def _fit_predict(x_train, y_train, x_test, *, num_classes, steps, learning_rate, l2):
-  mean = jnp.mean(x_train, axis=0)
-  std = jnp.std(x_train, axis=0) + 1e-6
-  x_train = (x_train - mean) / std
-  x_test = (x_test - mean) / std
+  # Standardise with the training statistics, centred with a shift (first-pass mean, then the
+  # mean of the residual) so that a large common offset does not cancel in float32.
+  shift = jnp.mean(x_train, axis=0)
+  resid = x_train - shift
+  mean = jnp.mean(resid, axis=0)
+  std = jnp.std(resid, axis=0) + 1e-6
+  x_train = (resid - mean) / std
+  x_test = ((x_test - shift) - mean) / std
   d = x_train.shape[1]
   params = (jnp.zeros((d, num_classes), x_train.dtype), jnp.zeros((num_classes,), x_train.dtype))
   tx = optax.adam(learning_rate)

@@ -308,13 +308,14 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
   n = features.shape[0]
   z = transrate_lib.preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
-  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector)
+  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector, dim=dim)
   scores = []
   for j, c in enumerate(num_classes):
     counts = jnp.zeros((c,), z.dtype).at[labels[j]].add(1.0)
     weights = transrate_lib.class_weights(counts, n, config.weighting)
     cond = transrate_lib.class_terms_blocks(
-        z, weights, counts, index_blocks[j], class_ids[j], eps, eps_vector=eps_vector)
+        z, weights, counts, index_blocks[j], class_ids[j], eps, eps_vector=eps_vector, dim=dim)
+    cond = cond + transrate_lib.full_class_weight(weights, counts, n) * total
     scores.append(total - cond)
   return transrate_lib.rank_normalized(jnp.stack(scores), lam, dim, config)
 
@@ -405,7 +406,8 @@ def transrate_regression(features, targets, *, bins: int = 10, method: Optional[
   labels = quantize_targets(targets, bins=bins, method=method, key=key, iterations=iterations)
   columns = labels[:, None] if labels.ndim == 1 else labels
   num_classes = tuple(int(columns[:, j].max()) + 1 for j in range(columns.shape[1]))
-  plans = [transrate_lib.make_block_plan(columns[:, j], c) for j, c in enumerate(num_classes)]
+  plans = [transrate_lib.make_block_plan(columns[:, j], c, f.shape[1])
+           for j, c in enumerate(num_classes)]
   index_blocks = tuple(p[0] for p in plans)
   class_ids = tuple(p[1] for p in plans)
   score, per_column = _columns_jit(f, jnp.asarray(columns.T), index_blocks, class_ids,
@@ -419,10 +421,14 @@ def transrate_regression(features, targets, *, bins: int = 10, method: Optional[
 
 
 def _multilabel_layout(n: int, d: int, num_labels: int) -> str:
-  """"gram" (n x n class blocks) or "cov" (d x d, minority class direct, majority by subtraction)."""
-  gram_cost = n * n * d + num_labels * 2 * n ** 3 / 3
-  cov_cost = n * d * d + d ** 3 / 3 + num_labels * (n * d * d + 2 * d ** 3 / 3)
-  return "gram" if gram_cost <= cov_cost else "cov"
+  """"gram" (n x n class blocks) or "cov" (d x d, minority class direct, majority by subtraction).
+
+  The rank rule (docs/numerics.md), not flops: with ``n <= d`` every class has ``n_c <= d`` rows
+  and its masked Gram block full rank; with ``n > d`` the ``d x d`` matrices are used and taken
+  from their eigenvalues with the rank bound ``min(n_c, d)`` (a label's classes can have any size).
+  """
+  del num_labels
+  return "gram" if transrate_lib.gram_side(n, d) else "cov"
 
 
 def _label_batch(layout: str, n: int, d: int, itemsize: int, num_labels: int) -> int:
@@ -464,9 +470,10 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
   ``TrR_l = R(Z) - w_1 R_1 - w_0 R_0`` with ``R_1 = 1/2 logdet(I + Z^T diag(m) Z / (n_1 eps))``
   and ``R_0`` likewise with ``1 - m``; ``w = n_c / n`` ("prior") or ``1/2`` ("uniform").
   ``R(Z)`` (and ``Z^T Z`` or ``Z Z^T``) is computed once; labels are processed in batches of
-  ``batch_size`` with ``lax.map``. Layout (static, the cheaper in flops): "cov" forms the
-  minority class's ``Z^T diag(m) Z`` directly and the majority's as ``Z^T Z`` minus it (both
-  have round-off of the order of ``Z^T Z``'s); "gram" masks ``Z Z^T`` to each class's rows.
+  ``batch_size`` with ``lax.map``. Layout (static, the rank rule of docs/numerics.md): "cov"
+  forms the minority class's ``Z^T diag(m) Z`` directly and the majority's as ``Z^T Z`` minus it
+  (both have round-off of the order of ``Z^T Z``'s; eigenvalues with the rank bound ``min(n_c, d)``);
+  "gram" (``n <= d``) masks ``Z Z^T`` to each class's rows.
   With concrete labels, ``minority`` (from :func:`minority_rows`) lets the "cov" layout gather
   only the minority rows: ``b d^2`` flops per label instead of ``n d^2`` (rare labels are cheap).
   A label with one class present (all 0 or all 1) scores exactly 0.
@@ -488,7 +495,7 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
   num_labels = label_matrix.shape[1]
   z = transrate_lib.preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
-  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector)
+  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector, dim=dim)
   masks = (label_matrix != 0).astype(z.dtype).T  # [L, n]
   layout = _multilabel_layout(n, d, num_labels)
   if batch_size is None:
@@ -519,7 +526,8 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
       counts = jnp.stack([jnp.minimum(n1, n0), jnp.maximum(n1, n0)])
       terms = transrate_lib.half_logdet(jnp.stack([s_min, shared - s_min]),
                                         transrate_lib.safe_inverse(counts), eps,
-                                        eps_vector=eps_vector)  # minority, majority
+                                        eps_vector=eps_vector,
+                                        rank=jnp.minimum(counts, dim).astype(jnp.int32))
       terms = jnp.where(one_is_minority, terms, terms[::-1])  # class 1, class 0
       counts = jnp.stack([n1, n0])
     weights = transrate_lib.class_weights(counts, n, config.weighting)
@@ -547,8 +555,9 @@ def transrate_multilabel(features, label_matrix, *, eps=1e-4, weighting: Optiona
   ``mean_l transrate(features, label_matrix[:, l], num_classes=2)`` for every column with both
   values present, but ``R(Z)`` is computed once and the labels are batched: the cost is one
   ``Z^T Z`` plus, per label, the covariance of the minority class's rows (``n_min d^2`` flops;
-  the majority's is ``Z^T Z`` minus it) and two ``d x d`` Cholesky factorisations (or, when ``n``
-  is small, two masked ``n x n`` Gram factorisations). Traced labels use a masked ``n d^2``
+  the majority's is ``Z^T Z`` minus it) and two ``d x d`` eigenvalue decompositions with the rank
+  bound ``min(n_c, d)`` (or, when ``n <= d``, two masked ``n x n`` Gram Cholesky factorisations;
+  docs/numerics.md). Traced labels use a masked ``n d^2``
   product per label instead of the gather.
 
   A label column that is all 0 or all 1 has one class: its binary TransRate is defined as 0 (no

@@ -7,19 +7,21 @@ Minimising ``L`` on a mini-batch's features maximises their TransRate: the codin
 batch grows while the coding rate of each class shrinks (the "maximal coding rate reduction"
 objective of Yu et al., NeurIPS 2020).
 
-Gradient (DESIGN.md §1, "Differentiable TransRate"), for ``a = 1 / (m eps)`` and ``Z`` with ``m`` rows:
+Gradient, for ``a = 1 / (m eps)`` and ``Z`` with ``m`` rows:
 
     d/dZ [1/2 logdet(I + a Z^T Z)] = a Z (I + a Z^T Z)^{-1} = a (I + a Z Z^T)^{-1} Z
 
-a Cholesky solve on whichever side is smaller, with the factor the value already computed. With
-traced labels the class terms share one ``n x n`` Gram matrix masked to its class-diagonal blocks:
-its Cholesky factor is block diagonal too, so a single solve gives every class's gradient at once
-(or, when ``C`` covariance matrices are cheaper, one batched solve over classes). When both terms
-are on the Gram side (n <= d) the two ``n x n`` inverses are formed from their factors
+a Cholesky solve on the side where the term's matrix has full rank (the float32 policy,
+docs/numerics.md: the Gram side iff ``m <= d``), with the factor the value already computed. With
+traced labels the classes are laid out as :func:`transrate_lib.dense_layout` says: classes with
+``n_c <= d`` share one ``n x n`` Gram matrix masked to its class-diagonal blocks (its Cholesky
+factor is block diagonal too, so a single solve gives every such class's gradient) or per-class
+row blocks, and the few classes that can have ``n_c > d`` get ``d x d`` covariance slots. When
+both terms are on the Gram side (n <= d) the two ``n x n`` inverses are formed from their factors
 (``L^{-T} L^{-1}``) and combined, so that ``Z`` is multiplied once: triangular solves against the
-wide ``[n, d]`` right-hand side run far below matmul speed. The centring's
-Jacobian makes ``dL/dF = dL/dZ - mean(dL/dZ, axis=0)``; and since ``L`` depends on ``(F, eps)`` only
-through ``Z / sqrt(eps)``, ``dL/deps = -<dL/dZ, Z> / (2 eps)``.
+wide ``[n, d]`` right-hand side run far below matmul speed. The centring (shifted,
+``numerics.center``) has the Jacobian ``dL/dF = dL/dZ - mean(dL/dZ, axis=0)``; and since ``L``
+depends on ``(F, eps)`` only through ``Z / sqrt(eps)``, ``dL/deps = -<dL/dZ, Z> / (2 eps)``.
 """
 
 from __future__ import annotations
@@ -53,9 +55,25 @@ def _spd_inverse_from_chol(chol: jax.Array) -> jax.Array:
   return jnp.matmul(jnp.swapaxes(linv, -1, -2), linv, precision=numerics.HIGHEST)
 
 
+def _forced_layout(class_layout, num_classes: int):
+  """A test's forced class layout: True (masked Gram, every class), False (C covariances), or a
+  :class:`transrate_lib.DenseLayout`."""
+  if isinstance(class_layout, transrate_lib.DenseLayout):
+    return class_layout
+  if class_layout:
+    return transrate_lib.DenseLayout("masked", 0, None)
+  return transrate_lib.DenseLayout(None, num_classes, 0)
+
+
 def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with_grad: bool,
                 layout=None):
   """The loss ``-TrR`` and, with ``with_grad``, ``dL/dZ`` ([n, d]) and the centred ``Z``.
+
+  Every term is on its full-rank side (docs/numerics.md): ``R(Z)`` on the Gram side iff
+  ``n <= d`` (its ones null direction filled, :func:`transrate_lib.fill_centring_null`), the
+  classes as :func:`transrate_lib.dense_layout` lays them out (Gram side for ``n_c <= d``,
+  covariance slots for the few classes that can have ``n_c > d``), a class holding every row as
+  ``R(Z)``.
 
   Args:
     features: [n, d] float.
@@ -64,62 +82,76 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
     num_classes: static C.
     weighting: "prior" or "uniform".
     with_grad: also return the gradient with respect to the centred features.
-    layout: None (cheapest, the default), or a static ``(total_gram, class_gram)`` pair of bools
-      forcing the Gram side for ``R(Z)`` and the masked-Gram layout for the class terms (tests).
+    layout: None (the default, exact in float32), or a static ``(total_gram, class_layout)``
+      forcing the side of ``R(Z)`` and the class layout (True: masked Gram for every class;
+      False: covariances for every class; or a ``DenseLayout``), for float64 tests.
 
   Returns:
     ``loss`` (scalar), or ``(loss, grad_z [n, d], z [n, d])``.
   """
   n, d = features.shape
   dtype = features.dtype
-  z = features - jnp.mean(features, axis=0, keepdims=True)
+  z = numerics.center(features, axis=0)
   counts = jnp.zeros((num_classes,), dtype).at[labels].add(1.0)
   weights = transrate_lib.class_weights(counts, n, weighting)  # [C]
   inv = transrate_lib.safe_inverse(counts)  # [C], 1 / n_c (0 if empty)
   a_total = 1.0 / (n * eps)
 
   if layout is None:
-    total_gram = transrate_lib.gram_side_cheaper(n, d)
-    class_gram = transrate_lib.dense_gram_cheaper(n, d, num_classes)
+    total_gram = transrate_lib.gram_side(n, d)
+    plan = transrate_lib.dense_layout(n, d, num_classes)
   else:
-    total_gram, class_gram = layout
-  g = numerics.gram(z) if (total_gram or class_gram) else None
+    total_gram, plan = layout[0], _forced_layout(layout[1], num_classes)
+  small, large = transrate_lib.dense_class_sets(counts, n, plan)
+  g = numerics.gram(z) if (total_gram or plan.small == "masked") else None
 
-  # R(Z): 1/2 logdet(I + a Z^T Z), Gram or covariance side.
+  # R(Z): 1/2 logdet(I + a Z^T Z), Gram (null direction filled) or covariance side.
   if total_gram:
-    chol_t = _cholesky(jnp.eye(n, dtype=dtype) + a_total * g)
+    filled, gamma = transrate_lib.fill_centring_null(g)
+    chol_t = _cholesky(jnp.eye(n, dtype=dtype) + a_total * filled)
+    rate_total = jnp.sum(_half_logdet_from_chol(chol_t)) - 0.5 * jnp.log1p(a_total * gamma)
   else:
     chol_t = _cholesky(jnp.eye(d, dtype=dtype) + a_total * numerics.covariance(z))
-  rate_total = jnp.sum(_half_logdet_from_chol(chol_t))
+    rate_total = jnp.sum(_half_logdet_from_chol(chol_t))
 
-  # sum_c w_c R_c.
-  if class_gram:
-    same = labels[:, None] == labels[None, :]
-    row_inv = inv[labels]  # [n]: 1 / n_c of each row's class
-    row_w = weights[labels]  # [n]: w_c of each row's class
-    mat = jnp.where(same, g, 0.0) * (row_inv / eps)[:, None]
-    chol_c = _cholesky(jnp.eye(n, dtype=dtype) + mat)
-    rate_class = jnp.sum(row_w * _half_logdet_from_chol(chol_c))
-  else:
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)  # [n, C]
-    covs = jnp.einsum("nc,ni,nj->cij", onehot, z, z, precision=numerics.HIGHEST)
-    chol_c = _cholesky(jnp.eye(d, dtype=dtype) + (inv / eps)[:, None, None] * covs)  # [C, d, d]
-    rate_class = jnp.sum(weights * jnp.sum(_half_logdet_from_chol(chol_c), axis=-1))
+  # sum_c w_c R_c: a class holding every row is R(Z); the rest on their full-rank sides.
+  w_full = transrate_lib.full_class_weight(weights, counts, n)
+  rate_class = w_full * rate_total
+  if plan.small == "masked":
+    mat, row_small = transrate_lib.masked_class_gram(g, labels, small, inv)
+    row_w = jnp.where(row_small, weights[labels], 0.0)  # [n]: w_c of each small row's class
+    row_inv = jnp.where(row_small, inv[labels], 0.0)  # [n]: 1 / n_c of each small row's class
+    chol_c = _cholesky(jnp.eye(n, dtype=dtype) + mat / eps)
+    rate_class = rate_class + jnp.sum(row_w * _half_logdet_from_chol(chol_c))
+  elif plan.small == "blocks":
+    blocks, idx, _ = transrate_lib.class_row_blocks(z, labels, counts, small, min(n, d))
+    b = blocks.shape[1]
+    w_small = jnp.where(small, weights, 0.0)
+    a_small = jnp.where(small, inv, 0.0) / eps
+    chol_b = _cholesky(jnp.eye(b, dtype=dtype) + a_small[:, None, None] * numerics.gram(blocks))
+    rate_class = rate_class + jnp.sum(w_small * jnp.sum(_half_logdet_from_chol(chol_b), axis=-1))
+  if plan.large_slots:
+    ids, on, onehot, covs = transrate_lib.large_class_covs(z, labels, counts, large,
+                                                           plan.large_slots)
+    a_large = jnp.where(on, inv[ids], 0.0) / eps
+    w_large = jnp.where(on, weights[ids], 0.0)
+    chol_l = _cholesky(jnp.eye(d, dtype=dtype) + a_large[:, None, None] * covs)  # [K, d, d]
+    rate_class = rate_class + jnp.sum(w_large * jnp.sum(_half_logdet_from_chol(chol_l), axis=-1))
 
   loss = rate_class - rate_total
   if not with_grad:
     return loss
 
-  if total_gram and class_gram:
+  if total_gram and plan.small == "masked" and not plan.large_slots:
     # Both terms on the Gram side (n <= d): one [n, n] matrix acting on Z,
-    #   dL/dZ = (D_w (I + D_s G_mask / eps)^{-1} D_s / eps - a (I + a G)^{-1}) Z,
+    #   dL/dZ = (D_w (I + D_s G_mask / eps)^{-1} D_s / eps - (1 - w_full) a (I + a G)^{-1}) Z,
     # with each inverse as L^{-T} L^{-1} (one triangular solve against I, one matmul; block
-    # diagonal stays block diagonal). 2 trsm(n, n) + 2 n^3 + 1 n^2 d matmul flops, instead of
-    # 4 triangular solves against the [n, d] Z: far faster where d >= n, as trsm runs well below
-    # matmul speed.
+    # diagonal stays block diagonal; the filled total factor gives the same product with Z).
+    # 2 trsm(n, n) + 2 n^3 + 1 n^2 d matmul flops, instead of 4 triangular solves against the
+    # [n, d] Z: far faster where d >= n, as trsm runs well below matmul speed.
     inv_t = _spd_inverse_from_chol(chol_t)
     inv_c = _spd_inverse_from_chol(chol_c)
-    mat = (row_w[:, None] * inv_c * (row_inv / eps)[None, :]) - a_total * inv_t
+    mat = (row_w[:, None] * inv_c * (row_inv / eps)[None, :]) - (1.0 - w_full) * a_total * inv_t
     grad_z = jnp.matmul(numerics.symmetrize(mat), z, precision=numerics.HIGHEST)
     return loss, grad_z, z
   # d R(Z) / dZ = a (I + a Z Z^T)^{-1} Z = a Z (I + a Z^T Z)^{-1}.
@@ -128,12 +160,18 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
   else:
     grad_total = a_total * jsl.cho_solve((chol_t, True), z.T).T
   # d (sum_c w_c R_c) / dZ: row i gets w_c a_c (I + a_c Z_c Z_c^T)^{-1} Z_c for its class c.
-  if class_gram:
-    grad_class = row_w[:, None] * jsl.cho_solve((chol_c, True), (row_inv / eps)[:, None] * z)
-  else:
-    coef = weights * inv / eps  # [C]: w_c a_c
-    rhs = jnp.einsum("nc,ni->cin", onehot * coef, z)  # [C, d, n], rows of other classes zeroed
-    grad_class = jnp.sum(jsl.cho_solve((chol_c, True), rhs), axis=0).T
+  grad_class = w_full * grad_total
+  if plan.small == "masked":
+    grad_class = grad_class + row_w[:, None] * jsl.cho_solve((chol_c, True),
+                                                             (row_inv / eps)[:, None] * z)
+  elif plan.small == "blocks":
+    per_block = (w_small * a_small)[:, None, None] * jsl.cho_solve((chol_b, True), blocks)
+    grad_class = grad_class + jnp.zeros_like(z).at[idx.reshape(-1)].add(
+        per_block.reshape(-1, d))  # padding positions carry zero rows
+  if plan.large_slots:
+    coef = w_large * a_large  # [K]: w_c a_c
+    rhs = jnp.einsum("nk,ni->kin", onehot * coef, z)  # [K, d, n], rows of other classes zeroed
+    grad_class = grad_class + jnp.sum(jsl.cho_solve((chol_l, True), rhs), axis=0).T
   return loss, grad_class - grad_total, z
 
 
@@ -158,7 +196,7 @@ def _loss_analytic_jvp(num_classes, weighting, layout, primals, tangents):
 
 def _loss_autodiff(features, labels, eps, num_classes, weighting):
   config = transrate_lib.Config(weighting=weighting)
-  return -transrate_lib.transrate_kernel(features, labels, (), (), features.shape[1], eps,
+  return -transrate_lib.transrate_kernel(features, labels, None, None, features.shape[1], eps,
                                          config=config, num_classes=num_classes,
                                          eps_vector=False)
 
@@ -201,8 +239,9 @@ def transrate_loss(features, labels, *, num_classes: int, eps=1e-4, weighting: s
   The value is scale dependent: multiplying ``F`` by ``s > 1`` raises TransRate (by about
   ``(rank Z - sum_c w_c rank Z_c) log s``), so a network can lower this loss by inflating its
   features. As in MCR^2, L2-normalise the rows first (``f / ||f||``) or otherwise fix their scale.
-  Large feature norms with a small ``eps`` also make ``I + Z^T Z / (n eps)`` ill-conditioned
-  (condition number about ``max ||z_i||^2 / eps``); float32 Cholesky fails beyond ~1e7.
+  Every term is factorised on its full-rank side (docs/numerics.md), so float32 is accurate for
+  any class sizes; the conditioning of ``I + Z^T Z / (n eps)`` itself (about
+  ``max ||z_i||^2 / eps``) still bounds the attainable accuracy.
 
   Args:
     features: [n, d] float (NumPy or JAX; half precision is upcast to float32), n >= 2.

@@ -13,21 +13,29 @@ import jax
 import jax.numpy as jnp
 
 from transrate_jax._src import numerics
+from transrate_jax._src import peer_numerics
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
 
 
 def _largest_eigenvalue(a, iterations=3):
-  """The reference's estimate of the largest eigenvalue of ``a`` (``utils.iterative_A``)."""
+  """The reference's estimate of the largest eigenvalue of ``a`` (``utils.iterative_A``).
+
+  ``a`` is divided by a power of two near ``max |a|`` and the start vector by its largest entry
+  (neither changes the estimate: every later vector is normalised), so no norm overflows or
+  underflows; the estimate is scaled back at the end.
+  """
+  a, scale = peer_numerics.normalise(a)
   x = jnp.sum(a, axis=1)
+  x = x / peer_numerics.pow2_scale(x)
   yv = x
   for _ in range(iterations):
     t = jnp.matmul(a, x, precision=HIGHEST)
     yv = t / jnp.linalg.norm(t)
     t = jnp.matmul(a, yv, precision=HIGHEST)
     x = t / jnp.linalg.norm(t)
-  return jnp.dot(jnp.matmul(x, a, precision=HIGHEST), yv, precision=HIGHEST)
+  return scale * jnp.dot(jnp.matmul(x, a, precision=HIGHEST), yv, precision=HIGHEST)
 
 
 def _solve_spd(a, b):
@@ -49,15 +57,20 @@ def _solve_spd(a, b):
   return jax.lax.cond(jnp.all(jnp.isfinite(first)), lambda _: first, by_eigh, None)
 
 
-def _fisher_probs(x, onehot, counts, present, shrinkage):
-  """Class probabilities [n, C] of the regularised Fisher discriminant, and its shrinkage."""
+def _fisher_probs(x, onehot, counts, present, shrinkage, scale2=1.0):
+  """Class probabilities [n, C] of the regularised Fisher discriminant, and its shrinkage.
+
+  ``x`` may be the features divided by ``s``, with ``scale2 = s^2``: the probabilities do not
+  depend on ``s`` for a given shrinkage, and the shrinkage is computed from the largest
+  eigenvalue of the unscaled ``S_w`` (``scale2`` times that of the scaled one).
+  """
   n, d = x.shape
   safe = jnp.maximum(counts, 1.0)
   means = jnp.matmul(onehot.T, x, precision=HIGHEST) / safe[:, None]  # [C, d]
   resid = x - jnp.matmul(onehot, means, precision=HIGHEST)
   within = numerics.covariance(resid) / n  # sum_c (n_c / n) cov_c, biased class covariances
   if shrinkage is None:
-    shrinkage = jnp.maximum(jnp.exp(-5.0 * _largest_eigenvalue(within)), 1e-10)
+    shrinkage = jnp.maximum(jnp.exp(-5.0 * scale2 * _largest_eigenvalue(within)), 1e-10)
   shrunk = (1.0 - shrinkage) * within + shrinkage * (jnp.trace(within) / d) * jnp.eye(d, dtype=x.dtype)
   # The reference projects on all d generalised eigenvectors V of (S_b, S_w'), V^T S_w' V = I, so
   # its coefficients means V V^T are exactly means S_w'^{-1}.
@@ -70,11 +83,16 @@ def _fisher_probs(x, onehot, counts, present, shrinkage):
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _sfda_kernel(x, y, *, num_classes):
+  # Every step is equivariant under x -> x - m (the class scores change by a class-independent
+  # term), so centre first: with a large offset, x^T S^{-1} mu_c - mu_c^T S^{-1} mu_c / 2 would
+  # cancel catastrophically. Then bring the features to unit size (exact power of two).
+  x, scale = peer_numerics.normalise(peer_numerics.centre(x))
+  scale2 = scale * scale
   onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
   counts = jnp.sum(onehot, axis=0)
   present = counts > 0
   num_present = jnp.sum(present)
-  prob, shrinkage, means = _fisher_probs(x, onehot, counts, present, None)
+  prob, shrinkage, means = _fisher_probs(x, onehot, counts, present, None, scale2)
   # "Soften" the probabilities with a second softmax (over the classes present).
   prob = jax.nn.softmax(jnp.where(present, prob, -jnp.inf), axis=1)
   # ConfMix: pull each sample towards the mean of the other classes' means.
@@ -104,6 +122,13 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
   4. Refit the discriminant on the mixed features with the same shrinkage ``a``; the score is
      ``1/n sum_i p(y_i | x_i)`` (the reference leaves out the log).
 
+  Invariance: SFDA is invariant to a common offset of the features (computed on features centred
+  with a shift, so the float32 value is too). It is *not* invariant to rescaling: the shrinkage
+  ``exp(-5 lambda)`` depends on the scale of ``S_w`` (for a given shrinkage the discriminant is
+  scale free, so the computation runs on features divided by a power of two near their largest
+  magnitude and ``lambda`` is scaled back: no overflow at ``|F| ~ 1e5`` or underflow at
+  ``1e-6`` in float32).
+
   Classes absent from ``labels`` are left out, as the reference does by relabelling. When
   ``S_w'`` is numerically singular (``n - C < d`` and tiny ``a``, common in float32) an
   eigenvalue pseudo-inverse replaces the solve; the reference would fail there.
@@ -116,8 +141,14 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
   Returns:
     Scalar SFDA score in ``(0, 1)``.
 
+  Raises:
+    ValueError: fewer than two classes present (ConfMix mixes with the other classes' means),
+      or every class has a single sample (zero within-class scatter). Under ``jit``/``vmap``
+      these are not checked and give NaN.
+
   Reference: Shao et al., ECCV 2022.
   """
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
+  validation.check_class_structure(labels, c, metric="SFDA", singletons_ok=False)
   return _sfda_kernel(x, y, num_classes=c)

@@ -1,12 +1,14 @@
 """TransRate with the samples sharded over many devices (a ``jax.sharding.Mesh``).
 
 Each device computes the per-class statistics of its rows (counts ``n_c``, sums, second moments
-``S_c``, DESIGN.md §1 "Streaming and many devices"); ``psum`` adds them across the mesh inside
+``S_c``, docs/numerics.md "Streaming and sharding"); ``psum`` adds them across the mesh inside
 ``jax.shard_map``, and the score is finalised from the sums, which is exact: the same score as one
 device. The global mean is ``psum``-ed first and rows are centred before the second moments are
-formed (no float32 cancellation). Sample counts that do not divide the device count are handled by
-padding rows with a mask of zero and passing the true counts. Log-determinants use Cholesky (never
-LU, which can deadlock on CPU under ``shard_map``, DESIGN.md §4).
+formed (a shift: no float32 cancellation; the finalisation re-centres at the small residual mean).
+Sample counts that do not divide the device count are handled by padding rows with a mask of zero
+and passing the true counts. As in streaming, only ``d x d`` statistics exist: a class with
+``n_c <= d`` is taken from its eigenvalues with the rank bound ``min(n_c, d)``, full-rank terms by
+Cholesky (never LU, which can deadlock on the CPU under ``shard_map``).
 
 Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
 """
@@ -34,17 +36,21 @@ def default_mesh(axis_name: str = "data") -> jax.sharding.Mesh:
 
 
 @functools.lru_cache(maxsize=None)
-def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector):
-  """The jit-compiled, shard_mapped score for one (mesh, config, shape class)."""
+def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, eig_slots, total_eig):
+  """The jit-compiled, shard_mapped score for one (mesh, config, shape class, eigenvalue plan)."""
+
+  def masked_mean(x, mask, cnt):
+    return jax.lax.psum(jnp.sum(jnp.where(mask[:, None], x, 0.0), axis=0), axis) / cnt
 
   def local(f, y, mask):
     cnt = jax.lax.psum(jnp.sum(mask.astype(f.dtype)), axis)
+    mean = masked_mean(f, mask, cnt)  # pass 1: the shift
     if config.normalize:
-      f = streaming.normalize_rows(f)
-    mean = jax.lax.psum(jnp.sum(jnp.where(mask[:, None], f, 0.0), axis=0), axis) / cnt
-    z = f - mean
-    if config.normalize:
-      z = streaming.normalize_rows(z)
+      # normalize(normalize(f) - mean of the normalised rows), in shifted form around `mean`.
+      u = transrate_lib.normalized_offsets(f, mean)
+      z = streaming.normalize_rows(u - masked_mean(u, mask, cnt))
+    else:
+      z = f - mean
     counts, sums, second = streaming.class_moments(z, y, mask, num_classes=num_classes, tile=tile,
                                                          axis_names=(axis,))
     return (jax.lax.psum(counts, axis), jax.lax.psum(sums, axis), jax.lax.psum(second, axis))
@@ -59,7 +65,8 @@ def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector):
     # Rows are already centred (and, for the official preset, normalised after centring): the
     # plain preset re-centres at the (tiny) residual mean, the official one must not.
     return streaming.score_from_moments(counts, sums, second, shift, eps, config=config,
-                                        centre=not config.normalize, eps_vector=eps_vector)
+                                        centre=not config.normalize, eps_vector=eps_vector,
+                                        eig_slots=eig_slots, total_eig=total_eig)
 
   return score
 
@@ -120,5 +127,10 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   y = jax.device_put(y, rows)
   mask = jax.device_put(mask, rows)
   tile = streaming._tile_size(n_pad // devices, num_classes)  # pylint: disable=protected-access
-  fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector)
+  counts = None
+  if validation.is_concrete(labels):
+    counts = np.bincount(np.asarray(labels).astype(np.int64), minlength=num_classes)
+  eig_slots, total_eig = streaming.eig_plan(counts, n, f.shape[1],
+                                            centre=not config.normalize)
+  fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, eig_slots, total_eig)
   return fn(f, y, mask, eps)

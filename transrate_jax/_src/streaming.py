@@ -1,7 +1,7 @@
 """Streaming TransRate: exact scores from per-class sufficient statistics that add across chunks.
 
 The score depends on the data only through the class counts ``n_c``, sums ``s_c = sum_{i in c} f_i``
-and second moments ``S_c = sum_{i in c} f_i f_i^T`` (DESIGN.md §1, "Streaming and many devices").
+and second moments ``S_c = sum_{i in c} f_i f_i^T`` (docs/numerics.md, "Streaming and sharding").
 With ``mu = sum_c s_c / n``:
 
     Z^T Z     = S - n mu mu^T                                   (S = sum_c S_c)
@@ -10,6 +10,11 @@ With ``mu = sum_c s_c / n``:
 
 Statistics are accumulated around a shift (the first chunk's mean) so float32 sums of features with
 a large common offset do not cancel. Memory is ``C x d x d`` for the class second moments.
+
+Only the ``d x d`` matrices exist here, and ``Z_c^T Z_c`` has rank ``min(n_c, d)``: a class with
+``n_c <= d`` (and the total when ``n - 1 < d``) is taken from its eigenvalues, keeping the largest
+``min(n_c, d)`` (its zero eigenvalues are float32 round-off that Cholesky cannot survive and that
+must not count); full-rank terms use Cholesky (docs/numerics.md).
 
 Per chunk, the class second moments cost about ``m d^2`` flops (not ``C m d^2``): the chunk's rows
 are sorted by class into tiles of ``t`` rows that each hold one class, and each tile adds
@@ -196,7 +201,7 @@ class TransRateStats(NamedTuple):
     eps, eps_vector = validation.check_eps(eps)
     if validation.is_concrete(self.n) and int(self.n) < 2:
       raise ValueError(f"TransRate needs at least 2 samples; the statistics hold {int(self.n)}.")
-    return _finalize(self, eps, config=config, centre=True, eps_vector=eps_vector)
+    return _finalize_stats(self, eps, config=config, centre=True, eps_vector=eps_vector)
 
 
 @functools.partial(jax.jit, static_argnames=("tile",))
@@ -223,9 +228,30 @@ def _merge(a: TransRateStats, b: TransRateStats) -> TransRateStats:
                         shift=shift, n=a.n + b.n)
 
 
+def eig_plan(counts, n, dim: int, *, centre: bool):
+  """Static ``(eig_slots, total_eig)`` for :func:`score_from_moments` from concrete counts.
+
+  A class matrix ``Z_c^T Z_c`` ([d, d]) has full rank only when ``n_c > d``: then Cholesky is
+  exact; a class with ``0 < n_c <= d`` needs the eigenvalue path with its rank bound. The total
+  has rank ``min(n - 1, d)`` (centred) or ``min(n, d)``. Traced counts (None): every class and
+  the total by eigenvalues.
+  """
+  if counts is None or not validation.is_concrete(counts):
+    return None, True
+  counts = np.asarray(counts)
+  eig_slots = int(np.sum((counts > 0) & (counts <= dim)))
+  return eig_slots, bool(int(n) - int(centre) < dim)
+
+
 def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool,
-                       eps_vector: bool):
-  """TransRate from per-class statistics of ``x = f - shift`` (traceable).
+                       eps_vector: bool, eig_slots: Optional[int] = None,
+                       total_eig: bool = True):
+  """TransRate from per-class statistics of ``x = f - shift`` (traceable; docs/numerics.md).
+
+  Only the ``d x d`` statistics exist, so a term whose matrix is rank-deficient (a class with
+  ``n_c <= d``; the total when ``n - 1 < d``) is taken from its eigenvalues with the rank bound
+  ``min(n_c, d, n - centre)`` (:func:`numerics.psd_eigvalsh`): the round-off in its zero
+  eigenvalues does not count. Full-rank terms use Cholesky.
 
   Args:
     counts: [C] class counts; sums: [C, d]; second: [C, d, d]; shift: [d].
@@ -234,40 +260,73 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
     centre: centre at the global mean (True), or use the rows as they are (False: they were
       centred, and possibly normalised, before the statistics were taken).
     eps_vector: whether ``eps`` is [E].
+    eig_slots: static number of classes with ``0 < n_c <= d`` (:func:`eig_plan`); None: all
+      classes by eigenvalues.
+    total_eig: static: the total term by eigenvalues (rank-deficient or unknown).
 
   Returns:
     Scalar, or [E].
   """
   dtype = sums.dtype
   d = sums.shape[-1]
+  num_classes = counts.shape[0]
   eps = jnp.asarray(eps, dtype)
   nc = counts.astype(dtype)
   n = jnp.sum(nc)
-  s_tot = jnp.sum(sums, axis=0)
+  s_tot = numerics.sum_leading(sums)
   q = s_tot / n if centre else -shift  # the centre, in shifted coordinates
   outer = jnp.einsum("ci,j->cij", sums, q, precision=numerics.HIGHEST)
   qq = jnp.outer(q, q)
   cls_mats = second - outer - jnp.swapaxes(outer, -1, -2) + nc[:, None, None] * qq[None]
   tot_outer = jnp.outer(s_tot, q)
-  total_mat = jnp.sum(second, axis=0) - tot_outer - tot_outer.T + n * qq
+  total_mat = numerics.sum_leading(second) - tot_outer - tot_outer.T + n * qq
   scale = 1.0 / n
   lam = None
-  if config.rank_normalize:
-    lam = numerics.psd_eigvalsh(total_mat)
+  total_rank = jnp.minimum(counts.sum() - int(centre), d)
+  if config.rank_normalize or total_eig or eps_vector:
+    lam = numerics.psd_eigvalsh(total_mat, total_rank)
     total = transrate_lib.half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector)
+    if not config.rank_normalize:
+      lam = None
   else:
-    total = transrate_lib.half_logdet(total_mat, scale, eps, eps_vector=eps_vector)
-  terms = transrate_lib.half_logdet(cls_mats, transrate_lib.safe_inverse(nc), eps,
-                                    eps_vector=eps_vector)
+    total = transrate_lib.half_logdet(total_mat, scale, eps, eps_vector=False)
+  ranks = jnp.minimum(jnp.minimum(counts, d), counts.sum() - int(centre))
+  inv = transrate_lib.safe_inverse(nc)
+  if eig_slots is None or eps_vector:
+    eig_slots = num_classes
+  if eig_slots >= num_classes:
+    terms = transrate_lib.half_logdet(cls_mats, inv, eps, eps_vector=eps_vector, rank=ranks)
+  else:
+    # Classes with 0 < n_c <= d first (eigenvalues, rank-bounded), the rest by Cholesky.
+    needs_eig = (counts > 0) & (counts <= d)
+    order = jnp.argsort(jnp.where(needs_eig, 0, 1), stable=True)
+    eig_ids, chol_ids = order[:eig_slots], order[eig_slots:]
+    terms = jnp.zeros((num_classes,), dtype)
+    if eig_slots:
+      terms = terms.at[eig_ids].set(transrate_lib.half_logdet(
+          cls_mats[eig_ids], inv[eig_ids], eps, eps_vector=False, rank=ranks[eig_ids]))
+    terms = terms.at[chol_ids].set(transrate_lib.half_logdet(
+        cls_mats[chol_ids], inv[chol_ids], eps, eps_vector=False))
   weights = transrate_lib.class_weights(nc, n, config.weighting)
   score = total - jnp.tensordot(weights, terms, axes=(0, 0))
   return transrate_lib.rank_normalized(score, lam, d, config)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
-def _finalize(stats, eps, *, config, centre, eps_vector):
+@functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector", "eig_slots",
+                                             "total_eig"))
+def _finalize(stats, eps, *, config, centre, eps_vector, eig_slots=None, total_eig=True):
   return score_from_moments(stats.counts, stats.sums, stats.second_moments, stats.shift, eps,
-                            config=config, centre=centre, eps_vector=eps_vector)
+                            config=config, centre=centre, eps_vector=eps_vector,
+                            eig_slots=eig_slots, total_eig=total_eig)
+
+
+def _finalize_stats(stats, eps, *, config, centre, eps_vector):
+  """:func:`_finalize` with the eigenvalue plan of concrete counts (all eigenvalues if traced)."""
+  counts = stats.counts if validation.is_concrete(stats.counts) else None
+  eig_slots, total_eig = eig_plan(counts, None if counts is None else np.sum(counts), stats.dim,
+                                  centre=centre)
+  return _finalize(stats, eps, config=config, centre=centre, eps_vector=eps_vector,
+                   eig_slots=eig_slots, total_eig=total_eig)
 
 
 def _grow(stats: TransRateStats, num_classes: int) -> TransRateStats:
@@ -283,13 +342,15 @@ normalize_rows = transrate_lib.normalize_rows
 
 
 @jax.jit
-def _normalized_sum(features):
-  return jnp.sum(normalize_rows(features), axis=0)
+def _normalized_sum(features, ref):
+  """``sum_i (normalize(f_i) - normalize(ref))``, in shifted form (no cancellation near ``ref``)."""
+  return jnp.sum(transrate_lib.normalized_offsets(features, ref), axis=0)
 
 
 @jax.jit
-def _official_rows(features, mean):
-  return normalize_rows(normalize_rows(features) - mean)
+def _official_rows(features, ref, mean):
+  """``normalize(normalize(f) - m)``, ``m = normalize(ref) + mean`` (``mean``: of the offsets)."""
+  return normalize_rows(transrate_lib.normalized_offsets(features, ref) - mean)
 
 
 def _iterate(batches):
@@ -363,14 +424,16 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
         "returns a fresh iterable), not a one-shot iterator or generator.")
   total = len(batches) if hasattr(batches, "__len__") else None
 
-  mean = None
-  if config.normalize:  # Pass 1: the mean of the L2-normalised rows.
+  mean = ref = None
+  if config.normalize:  # Pass 1: the mean of the L2-normalised rows, relative to a reference.
     acc, count = None, 0
     for feats, _ in _progress(_iterate(batches), progress, "transrate pass 1/2", total):
       f = validation.check_features(feats, min_samples=1)
       if dtype is not None:
         f = f.astype(numerics.float_dtype(dtype))
-      part = _normalized_sum(f)
+      if ref is None:  # the first chunk's mean row: the normalised rows are taken relative to it
+        ref = jnp.mean(f, axis=0)
+      part = _normalized_sum(f, ref.astype(f.dtype))
       acc = part if acc is None else acc + part
       count += f.shape[0]
     if acc is None:
@@ -394,7 +457,8 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
     elif c_chunk > stats.num_classes:
       stats = _grow(stats, c_chunk)
     if config.normalize:
-      f = _official_rows(f.astype(stats.sums.dtype), mean.astype(stats.sums.dtype))
+      f = _official_rows(f.astype(stats.sums.dtype), ref.astype(stats.sums.dtype),
+                         mean.astype(stats.sums.dtype))
     stats = _update_donated(stats, *_pad_rows(f.astype(stats.sums.dtype), y,
                                               np.ones((f.shape[0],), bool)),
                             tile=_tile_size(numerics.bucket(f.shape[0]), stats.num_classes))
@@ -402,4 +466,5 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
     raise ValueError("batches is empty: no samples to score.")
   if int(stats.n) < 2:
     raise ValueError(f"TransRate needs at least 2 samples; got {int(stats.n)}.")
-  return _finalize(stats, eps, config=config, centre=not config.normalize, eps_vector=eps_vector)
+  return _finalize_stats(stats, eps, config=config, centre=not config.normalize,
+                         eps_vector=eps_vector)

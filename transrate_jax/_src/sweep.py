@@ -139,30 +139,46 @@ def _transrate_stack(stack, labels, index_blocks, class_ids, dims, eps, *, confi
 
 
 def _transrate_batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=None):
-  """Factory for the batched TransRate: validates once, plans the class blocks once."""
+  """Factory for the batched TransRate: validates once, plans the class blocks once per width."""
   config = transrate_lib.resolve_config(weighting, preset)
   y, num_classes = validation.check_labels(labels, n, num_classes=num_classes)
   eps, eps_vector = validation.check_eps(eps)
-  index_blocks, class_ids = (), ()
-  if validation.is_concrete(labels):
-    index_blocks, class_ids = transrate_lib.make_block_plan(np.asarray(labels), num_classes)
+  concrete = validation.is_concrete(labels)
+  host = np.asarray(labels) if concrete else None
+  plans = {}
+
+  def plan(width):
+    # The plan puts each class on its full-rank side for this (padded) width; padded_width keeps
+    # every side the one of the true width.
+    if not concrete:
+      return None, None
+    if width not in plans:
+      plans[width] = transrate_lib.make_block_plan(host, num_classes, width)
+    return plans[width]
 
   if _one_matrix_per_program():
-    run = _one_at_a_time(lambda f, dim: transrate_lib.transrate_jit(
-        f, y, index_blocks, class_ids, dim, eps, config=config, num_classes=num_classes,
-        eps_vector=eps_vector))
+    def single(f, dim):
+      index_blocks, class_ids = plan(f.shape[1])
+      return transrate_lib.transrate_jit(
+          f, y, index_blocks, class_ids, dim, eps, config=config, num_classes=num_classes,
+          eps_vector=eps_vector)
+    run = _one_at_a_time(single)
   else:
     def run(stack, dims):
+      index_blocks, class_ids = plan(stack.shape[-1])
       return _transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
                               num_classes=num_classes, eps_vector=eps_vector)
 
-  # Row counts of the matrices whose log-determinants are taken: n, and the class block sizes.
-  rows = sorted({int(n)} | {int(b.shape[1]) for b in index_blocks})
+  # Row counts of the terms: n (the total) and every class's n_c.
+  rows = [int(n)]
+  if concrete:
+    rows += [int(c) for c in np.bincount(host.astype(np.int64), minlength=num_classes) if c]
+  rows = sorted(set(rows))
 
   def padded_width(width, padded):
-    # A term of m rows goes to the Gram side iff m <= width (transrate.gram_side_cheaper). Padding
-    # past a row count m > width would move that term to an m x m Gram matrix of rank <= width,
-    # whose m - width round-off eigenvalues cost accuracy in float32: stop below it.
+    # A term of m rows is on the Gram side iff m <= width (transrate.gram_side, the rank rule).
+    # Padding past a row count m > width would move that term to an m x m Gram matrix of rank
+    # <= width, whose m - width zero eigenvalues come out as round-off in float32: stop below it.
     above = [m for m in rows if m > width]
     return min(padded, above[0] - 1) if above else padded
 
@@ -231,7 +247,7 @@ def _one_matrix_per_program() -> bool:
 
   XLA's CPU runtime can deadlock (every thread idle, the result never ready) on a program that
   holds several large batched LAPACK factorisations, as a ``vmap`` over a stack of TransRate
-  problems with n >~ 2000 does (jax/jaxlib 0.10.2; DESIGN.md §4 records the same with LU). On CPU
+  problems with n >~ 2000 does (jax/jaxlib 0.10.2; the same was seen with LU). On CPU
   each matrix of a stack is therefore scored by its own call of an unbatched program, compiled once
   per padded shape: the same few compilations, no deadlock, and the CPU has no parallel lanes
   for a batch to fill anyway. GPUs and TPUs keep the single batched program.

@@ -1,0 +1,1 @@
+"""Pretrained backbones ported to Flax NNX (see :mod:`transrate_jax.models`)."""
