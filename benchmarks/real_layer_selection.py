@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     text_task.update(n=60, max_length=16)
     probe_steps = 30
   metrics = demo.feature_metrics()
+  if args.quick:
+    metrics = [m for m in demo.QUICK_METRICS if m in metrics]
   x_tr, y_tr, x_te, y_te = demo.load_task(image_size=task["image_size"], n=task["n"],
                                           test_fraction=task["test_fraction"], seed=task["seed"])
   spec = models.info(VISION)

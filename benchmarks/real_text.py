@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     task.update(n=60, max_length=16)
     models, probe_steps = ["minilm_l6"], 30
   metrics = demo.feature_metrics()
+  if args.quick:
+    metrics = [m for m in demo.QUICK_METRICS if m in metrics]
   print(f"task: {task}; metrics: {', '.join(metrics)}", flush=True)
   tables = text_candidates(task, metrics=metrics, models=models, probe_steps=probe_steps)
   cands = list(tables)

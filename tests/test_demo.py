@@ -24,8 +24,8 @@ from transrate_jax._src import demo  # noqa: E402
 from transrate_jax._src import evaluation  # noqa: E402
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
-SMALL = dict(models=["mobilenet_v2", "efficientnet_lite0"], n=100, image_size=32,
-             probe_steps=30)
+SMALL = dict(models=["mobilenet_v2"], n=100, image_size=32, probe_steps=30)
+CANDIDATES = ["mobilenet_v2", "mobilenet_v2 (random)"]
 
 
 def _load_script(name):
@@ -52,8 +52,7 @@ def test_demo_scores_correlations_and_picks(small_demo):
   out, path = small_demo
   assert path.stat().st_size > 1000
   cands = out["candidates"]
-  assert cands == ["mobilenet_v2", "efficientnet_lite0", "mobilenet_v2 (random)",
-                   "efficientnet_lite0 (random)"]
+  assert cands == CANDIDATES
   assert set(out["scores"]) == set(demo.feature_metrics()) | set(demo.PREDICTION_METRICS)
   probe = np.asarray(out["probe"])
   assert np.all((0 <= probe) & (probe <= 1))
@@ -81,17 +80,15 @@ def test_demo_scores_correlations_and_picks(small_demo):
 
 def test_finetune_ground_truth_only_when_settings_match(monkeypatch):
   task = dict(dataset="mnist", image_size=32, n=100, test_fraction=0.5, seed=0)
-  acc = {c: [0.5 + 0.1 * i] for i, c in enumerate(
-      ["mobilenet_v2", "efficientnet_lite0", "mobilenet_v2 (random)",
-       "efficientnet_lite0 (random)"])}
+  acc = {c: [0.5 + 0.1 * i] for i, c in enumerate(CANDIDATES)}
   shipped = {"task": task, "recipe": "test", "command": "test", "accuracy": acc}
   monkeypatch.setattr(demo, "shipped_finetune", lambda: shipped)
   out = demo.run_demo(plot_path=None, progress=False, verbose=False, metrics=("transrate",),
-                      **SMALL)
-  np.testing.assert_allclose(out["finetune"], [0.5, 0.6, 0.7, 0.8])
+                      **SMALL)  # the compiled programs are those of small_demo: no new ones
+  np.testing.assert_allclose(out["finetune"], [0.5, 0.6])
   s = np.asarray(out["scores"]["transrate"])
-  np.testing.assert_allclose(out["correlations"]["finetune"]["transrate"]["kendall"],
-                             evaluation.kendall_tau(s, [0.5, 0.6, 0.7, 0.8]), rtol=1e-9)
+  np.testing.assert_allclose(out["correlations"]["finetune"]["transrate"]["pearson"],
+                             evaluation.pearson(s, [0.5, 0.6]), rtol=1e-9)
   shipped["task"] = dict(task, image_size=64)
   out = demo.run_demo(plot_path=None, progress=False, verbose=False, metrics=("transrate",),
                       **SMALL)

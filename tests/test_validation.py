@@ -132,3 +132,23 @@ def test_pearson_small_spread_on_offset():
 def test_logme_regression_zero_target_is_unbounded():
   with pytest.raises(ValueError, match="unbounded"):
     tj.logme(_RNG.normal(size=(20, 3)), np.zeros(20), regression=True)
+
+
+@pytest.mark.parametrize("path", ["transrate", "sharded", "from_batches", "loss", "many",
+                                  "stats"])
+def test_eps_checked_in_the_compute_dtype_on_every_transrate_path(path):
+  """x64 is on in the tests: float32 features must still refuse an eps that is 0 in float32."""
+  r = np.random.default_rng(0)
+  f = r.normal(size=(40, 4)).astype(np.float32)
+  y = r.integers(0, 3, 40)
+  calls = {
+      "transrate": lambda e: tj.transrate(f, y, eps=e),
+      "sharded": lambda e: tj.transrate_sharded(f, y, eps=e),
+      "from_batches": lambda e: tj.transrate_from_batches([(f, y)], eps=e, progress=False),
+      "loss": lambda e: tj.transrate_loss(f, y, eps=e, num_classes=3),
+      "many": lambda e: tj.transrate_many([f], y, eps=e, progress=False),
+      "stats": lambda e: tj.TransRateStats.init(4, num_classes=3).update(f, y).finalize(eps=e),
+  }
+  with pytest.raises(ValueError, match="float32"):
+    calls[path](1e-50)
+  assert np.all(np.isfinite(np.asarray(calls[path](1e-4))))

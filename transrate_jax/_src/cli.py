@@ -292,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model names (default: every image backbone; zoo names with --zoo)")
   demo.add_argument("--metrics", help="comma-separated metric names (default: all available)")
   demo.add_argument("--image-size", type=int, default=None,
-                    help="side of the resized MNIST images (default 64; real backbones)")
+                    help="side of the resized MNIST images (default 32; real backbones)")
   demo.add_argument("--n", type=int, default=None,
-                    help="MNIST images used, half train and half test (default 2000)")
+                    help="MNIST images used, a quarter for target-train and the rest for "
+                    "target-test (default 2000)")
   demo.add_argument("--no-random", action="store_true",
                     help="leave out the random-init controls (real backbones)")
   demo.add_argument("--target", default="digits59",

@@ -36,12 +36,15 @@ import numpy as np
 
 # The target task of the demo and of the fine-tuning ground truth: changing one of these makes the
 # shipped fine-tuning accuracies inapplicable (the demo then reports the probe only).
-TASK = dict(dataset="mnist", image_size=64, n=2000, test_fraction=0.75, seed=0)
+TASK = dict(dataset="mnist", image_size=32, n=2000, test_fraction=0.75, seed=0)
 # Where benchmarks/real_model_selection.py writes the fine-tuning ground truth the demo reads.
 FINETUNE_DATA = "real_finetune_mnist.json"
 # Metrics computed from the backbone's own ImageNet predictions, not from features.
 PREDICTION_METRICS = ("leep", "nce")
 RANDOM_SUFFIX = " (random)"
+# The metrics the benchmarks' --quick modes use (they exercise the code, not every metric: a
+# metric compiles once per feature width, which dominates small runs).
+QUICK_METRICS = ("transrate", "logme", "leep")
 # The stages a sweep scores: the stem, every block, and the head (the classifier's input).
 SWEEP_LAYERS = ("stem", "blocks/*", "head")
 
@@ -274,11 +277,16 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
          "best_layer": best_layer, "layer_sweeps": layer_sweeps, "failures": failures,
          "timings": timings,
          "seconds": seconds}
+  return finish(out, lambda: print_report(out), plot, plot_path=plot_path, verbose=verbose)
+
+
+def finish(out: Dict, report, draw, *, plot_path: Optional[str], verbose: bool) -> Dict:
+  """The end of a demo (this one and the zoo's): print the report, draw the figure, say done."""
   if verbose:
-    print_report(out)
+    report()
   if plot_path:
     try:
-      plot(out, plot_path)
+      draw(out, plot_path)
       out["plot"] = plot_path
       if verbose:
         print(f"\nfigure: {plot_path}")
@@ -286,7 +294,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
       if verbose:
         print(f"\n(no figure: {e})")
   if verbose:
-    print(f"done in {seconds:.1f} s")
+    print(f"done in {out['seconds']:.1f} s")
   return out
 
 

@@ -396,7 +396,7 @@ def transrate_regression(features, targets, *, bins: int = 10, method: Optional[
     method = "quantile" if np.ndim(targets) == 1 else "kmeans"
   config = transrate_lib.resolve_config(weighting, preset)
   f = validation.check_features(features)
-  eps, eps_vector = validation.check_eps(eps)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   _check_bins(bins, method, iterations)
   if not validation.is_concrete(targets):
     raise ValueError(
@@ -591,7 +591,7 @@ def transrate_multilabel(features, label_matrix, *, eps=1e-4, weighting: Optiona
   """
   config = transrate_lib.resolve_config(weighting, preset)
   f = validation.check_features(features)
-  eps, eps_vector = validation.check_eps(eps)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   shape = np.shape(label_matrix)
   if len(shape) != 2:
     raise ValueError(f"label_matrix must be a 2-D array [n, L]; got shape {tuple(shape)}.")

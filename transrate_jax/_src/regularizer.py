@@ -281,7 +281,7 @@ def transrate_loss(features, labels, *, num_classes: int, eps=1e-4, weighting: s
     raise ValueError("num_classes is required: pass it as a static Python int.")
   f = validation.check_features(features)
   y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
-  eps, _ = validation.check_eps(eps)
+  eps, _ = validation.check_eps(eps, dtype=f.dtype)
   if jnp.ndim(eps) != 0:
     raise ValueError(f"eps must be a scalar for transrate_loss; got shape {jnp.shape(eps)}.")
   return _transrate_loss_jit(f, y, eps, num_classes=num_classes, weighting=weighting,

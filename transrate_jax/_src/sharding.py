@@ -110,7 +110,7 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   config = transrate_lib.resolve_config(weighting, preset)
   f = validation.check_features(features)
   y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
-  eps, eps_vector = validation.check_eps(eps)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   mesh = default_mesh() if mesh is None else mesh
   axis = mesh.axis_names[0] if axis_name is None else axis_name
   if axis not in mesh.axis_names:

@@ -198,7 +198,7 @@ class TransRateStats(NamedTuple):
           "preset='official' L2-normalises rows after centring by the global mean, which needs a "
           "second pass over the data: use transrate_from_batches(batches, preset='official') with "
           "a re-iterable input, or transrate() in memory.")
-    eps, eps_vector = validation.check_eps(eps)
+    eps, eps_vector = validation.check_eps(eps, dtype=self.sums.dtype)
     if validation.is_concrete(self.n) and int(self.n) < 2:
       raise ValueError(f"TransRate needs at least 2 samples; the statistics hold {int(self.n)}.")
     return _finalize_stats(self, eps, config=config, centre=True, eps_vector=eps_vector)
@@ -466,5 +466,6 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
     raise ValueError("batches is empty: no samples to score.")
   if int(stats.n) < 2:
     raise ValueError(f"TransRate needs at least 2 samples; got {int(stats.n)}.")
+  eps, eps_vector = validation.check_eps(eps, dtype=stats.sums.dtype)  # in the compute dtype
   return _finalize_stats(stats, eps, config=config, centre=not config.normalize,
                          eps_vector=eps_vector)

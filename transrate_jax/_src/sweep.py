@@ -156,8 +156,18 @@ def _transrate_batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_
       plans[width] = transrate_lib.make_block_plan(host, num_classes, width)
     return plans[width]
 
+  raw_eps = eps
+  checked = set()
+
+  def check_dtype(dtype):
+    # eps must be a normal number in the dtype the matrices are scored in (1e-50 is 0 in float32).
+    if dtype not in checked:
+      validation.check_eps(raw_eps, dtype=dtype)
+      checked.add(dtype)
+
   if _one_matrix_per_program():
     def single(f, dim):
+      check_dtype(f.dtype)
       index_blocks, class_ids = plan(f.shape[1])
       return transrate_lib.transrate_jit(
           f, y, index_blocks, class_ids, dim, eps, config=config, num_classes=num_classes,
@@ -165,6 +175,7 @@ def _transrate_batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_
     run = _one_at_a_time(single)
   else:
     def run(stack, dims):
+      check_dtype(stack.dtype)
       index_blocks, class_ids = plan(stack.shape[-1])
       return _transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
                               num_classes=num_classes, eps_vector=eps_vector)

@@ -612,7 +612,7 @@ def coding_rate(features, *, eps=1e-4) -> jax.Array:
   compression", TPAMI 2007; Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
   """
   f = validation.check_features(features, min_samples=1)
-  eps, eps_vector = validation.check_eps(eps)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   return _coding_rate_jit(f, eps, eps_vector=eps_vector)
 
 
@@ -664,7 +664,7 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
   config = resolve_config(weighting, preset)
   f = validation.check_features(features)
   y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
-  eps, eps_vector = validation.check_eps(eps)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   index_blocks, class_ids = None, None
   if validation.is_concrete(labels):
     index_blocks, class_ids = make_block_plan(np.asarray(labels), num_classes, f.shape[1])

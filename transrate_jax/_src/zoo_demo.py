@@ -125,20 +125,9 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
          "layer_sweeps": {n: {k: float(v) for k, v in sweeps[n].items()} for n in names},
          "seconds": seconds}
 
-  if verbose:
-    _print_report(out, zoo)
-  if plot_path:
-    try:
-      _plot(out, plot_path)
-      out["plot"] = plot_path
-      if verbose:
-        print(f"\nfigure: {plot_path}")
-    except ImportError as e:
-      if verbose:
-        print(f"\n(no figure: {e})")
-  if verbose:
-    print(f"done in {seconds:.1f} s")
-  return out
+  from transrate_jax._src import demo  # noqa: PLC0415
+  return demo.finish(out, lambda: _print_report(out, zoo), _plot, plot_path=plot_path,
+                     verbose=verbose)
 
 
 def _print_report(out: Dict, zoo) -> None:
