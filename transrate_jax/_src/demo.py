@@ -341,7 +341,7 @@ def print_report(out: Dict) -> None:
            "ft": out["finetune"][i] if out["finetune"] is not None else float("nan")}
     row.update({m: out["scores"][m][i] for m in metrics})
     rows.append(row)
-  rows.sort(key=lambda r: -r[truth])
+  rows.sort(key=lambda r: -r["ft" if truth == "finetune" else "probe"])
   print(f"\nCandidates by {'fine-tuning' if truth == 'finetune' else 'probe'} accuracy; scores at "
         "the penultimate layer (higher is better):\n")
   print(format_table(rows, [("model", "model", "s")] + [(m, m, ".4g") for m in metrics] +

@@ -36,8 +36,8 @@ def default_mesh(axis_name: str = "data") -> jax.sharding.Mesh:
 
 
 @functools.lru_cache(maxsize=None)
-def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, eig_slots, total_eig):
-  """The jit-compiled, shard_mapped score for one (mesh, config, shape class, eigenvalue plan)."""
+def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector):
+  """The jit-compiled, shard_mapped score for one (mesh, config, shape class)."""
 
   def masked_mean(x, mask, cnt):
     return jax.lax.psum(jnp.sum(jnp.where(mask[:, None], x, 0.0), axis=0), axis) / cnt
@@ -58,17 +58,33 @@ def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, eig_slots, to
   stats_fn = jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(axis), P(axis)),
                            out_specs=(P(), P(), P()))
 
-  @jax.jit
+  stats_jit = jax.jit(stats_fn)
+
   def score(f, y, mask, eps):
-    counts, sums, second = stats_fn(f, y, mask)
-    shift = jnp.zeros((f.shape[1],), f.dtype)
+    # The reduced statistics are replicated on every device; the scoring (one batched
+    # eigendecomposition) runs on ONE device. Left inside the sharded program, every device would
+    # run its own LAPACK call, and XLA's CPU runtime hangs on that with forced host devices
+    # (jaxlib 0.10.2). On a GPU/TPU mesh it is one small d x d program either way.
+    counts, sums, second = (_first_shard(a) for a in stats_jit(f, y, mask))
     # Rows are already centred (and, for the official preset, normalised after centring): the
     # plain preset re-centres at the (tiny) residual mean, the official one must not.
-    return streaming.score_from_moments(counts, sums, second, shift, eps, config=config,
-                                        centre=not config.normalize, eps_vector=eps_vector,
-                                        eig_slots=eig_slots, total_eig=total_eig)
+    out = _score_jit(counts, sums, second, eps, config=config, centre=not config.normalize,
+                     eps_vector=eps_vector)
+    return jax.device_put(out, NamedSharding(mesh, P()))  # replicated over the mesh, as before
 
   return score
+
+
+def _first_shard(a: jax.Array) -> jax.Array:
+  """One device's copy of a replicated array (as a single-device array)."""
+  return a.addressable_shards[0].data
+
+
+@functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
+def _score_jit(counts, sums, second, eps, *, config, centre, eps_vector):
+  shift = jnp.zeros(sums.shape[-1:], sums.dtype)
+  return streaming.score_from_moments(counts, sums, second, shift, eps, config=config,
+                                      centre=centre, eps_vector=eps_vector)
 
 
 def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = None,
@@ -127,10 +143,5 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   y = jax.device_put(y, rows)
   mask = jax.device_put(mask, rows)
   tile = streaming._tile_size(n_pad // devices, num_classes)  # pylint: disable=protected-access
-  counts = None
-  if validation.is_concrete(labels):
-    counts = np.bincount(np.asarray(labels).astype(np.int64), minlength=num_classes)
-  eig_slots, total_eig = streaming.eig_plan(counts, n, f.shape[1],
-                                            centre=not config.normalize)
-  fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, eig_slots, total_eig)
+  fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector)
   return fn(f, y, mask, eps)

@@ -228,30 +228,15 @@ def _merge(a: TransRateStats, b: TransRateStats) -> TransRateStats:
                         shift=shift, n=a.n + b.n)
 
 
-def eig_plan(counts, n, dim: int, *, centre: bool):
-  """Static ``(eig_slots, total_eig)`` for :func:`score_from_moments` from concrete counts.
-
-  A class matrix ``Z_c^T Z_c`` ([d, d]) has full rank only when ``n_c > d``: then Cholesky is
-  exact; a class with ``0 < n_c <= d`` needs the eigenvalue path with its rank bound. The total
-  has rank ``min(n - 1, d)`` (centred) or ``min(n, d)``. Traced counts (None): every class and
-  the total by eigenvalues.
-  """
-  if counts is None or not validation.is_concrete(counts):
-    return None, True
-  counts = np.asarray(counts)
-  eig_slots = int(np.sum((counts > 0) & (counts <= dim)))
-  return eig_slots, bool(int(n) - int(centre) < dim)
-
-
 def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool,
-                       eps_vector: bool, eig_slots: Optional[int] = None,
-                       total_eig: bool = True):
+                       eps_vector: bool):
   """TransRate from per-class statistics of ``x = f - shift`` (traceable; docs/numerics.md).
 
   Only the ``d x d`` statistics exist, so a term whose matrix is rank-deficient (a class with
   ``n_c <= d``; the total when ``n - 1 < d``) is taken from its eigenvalues with the rank bound
   ``min(n_c, d, n - centre)`` (:func:`numerics.psd_eigvalsh`): the round-off in its zero
-  eigenvalues does not count. Full-rank terms use Cholesky.
+  eigenvalues does not count. Every term, full-rank or not, comes from one batched
+  eigendecomposition (one LAPACK call per program; see the comment in the body).
 
   Args:
     counts: [C] class counts; sums: [C, d]; second: [C, d, d]; shift: [d].
@@ -260,9 +245,6 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
     centre: centre at the global mean (True), or use the rows as they are (False: they were
       centred, and possibly normalised, before the statistics were taken).
     eps_vector: whether ``eps`` is [E].
-    eig_slots: static number of classes with ``0 < n_c <= d`` (:func:`eig_plan`); None: all
-      classes by eigenvalues.
-    total_eig: static: the total term by eigenvalues (rank-deficient or unknown).
 
   Returns:
     Scalar, or [E].
@@ -280,53 +262,32 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   cls_mats = second - outer - jnp.swapaxes(outer, -1, -2) + nc[:, None, None] * qq[None]
   tot_outer = jnp.outer(s_tot, q)
   total_mat = numerics.sum_leading(second) - tot_outer - tot_outer.T + n * qq
-  scale = 1.0 / n
-  lam = None
+  # Every term from ONE batched eigendecomposition ([C + 1, d, d]: the total, then the classes),
+  # rank-bounded: a single LAPACK call per program, since XLA's CPU runtime can hang on a program
+  # that holds several batched factorisations (jaxlib 0.10.2; seen with an eigvalsh batch next to
+  # a Cholesky batch under shard_map).
   total_rank = jnp.minimum(counts.sum() - int(centre), d)
-  if config.rank_normalize or total_eig or eps_vector:
-    lam = numerics.psd_eigvalsh(total_mat, total_rank)
-    total = transrate_lib.half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector)
-    if not config.rank_normalize:
-      lam = None
-  else:
-    total = transrate_lib.half_logdet(total_mat, scale, eps, eps_vector=False)
   ranks = jnp.minimum(jnp.minimum(counts, d), counts.sum() - int(centre))
-  inv = transrate_lib.safe_inverse(nc)
-  if eig_slots is None or eps_vector:
-    eig_slots = num_classes
-  if eig_slots >= num_classes:
-    terms = transrate_lib.half_logdet(cls_mats, inv, eps, eps_vector=eps_vector, rank=ranks)
-  else:
-    # Classes with 0 < n_c <= d first (eigenvalues, rank-bounded), the rest by Cholesky.
-    needs_eig = (counts > 0) & (counts <= d)
-    order = jnp.argsort(jnp.where(needs_eig, 0, 1), stable=True)
-    eig_ids, chol_ids = order[:eig_slots], order[eig_slots:]
-    terms = jnp.zeros((num_classes,), dtype)
-    if eig_slots:
-      terms = terms.at[eig_ids].set(transrate_lib.half_logdet(
-          cls_mats[eig_ids], inv[eig_ids], eps, eps_vector=False, rank=ranks[eig_ids]))
-    terms = terms.at[chol_ids].set(transrate_lib.half_logdet(
-        cls_mats[chol_ids], inv[chol_ids], eps, eps_vector=False))
+  mats = jnp.concatenate([total_mat[None], cls_mats])
+  lam_all = numerics.psd_eigvalsh(mats, jnp.concatenate([total_rank[None], ranks]))
+  scales = jnp.concatenate([jnp.ones((1,), dtype) / n, transrate_lib.safe_inverse(nc)])
+  all_terms = transrate_lib.half_logdet_from_eigvals(lam_all, scales, eps, eps_vector=eps_vector)
+  total, terms = all_terms[0], all_terms[1:]
+  lam = lam_all[0] if config.rank_normalize else None
   weights = transrate_lib.class_weights(nc, n, config.weighting)
   score = total - jnp.tensordot(weights, terms, axes=(0, 0))
   return transrate_lib.rank_normalized(score, lam, d, config)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector", "eig_slots",
-                                             "total_eig"))
-def _finalize(stats, eps, *, config, centre, eps_vector, eig_slots=None, total_eig=True):
+@functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
+def _finalize(stats, eps, *, config, centre, eps_vector):
   return score_from_moments(stats.counts, stats.sums, stats.second_moments, stats.shift, eps,
-                            config=config, centre=centre, eps_vector=eps_vector,
-                            eig_slots=eig_slots, total_eig=total_eig)
+                            config=config, centre=centre, eps_vector=eps_vector)
 
 
 def _finalize_stats(stats, eps, *, config, centre, eps_vector):
-  """:func:`_finalize` with the eigenvalue plan of concrete counts (all eigenvalues if traced)."""
-  counts = stats.counts if validation.is_concrete(stats.counts) else None
-  eig_slots, total_eig = eig_plan(counts, None if counts is None else np.sum(counts), stats.dim,
-                                  centre=centre)
-  return _finalize(stats, eps, config=config, centre=centre, eps_vector=eps_vector,
-                   eig_slots=eig_slots, total_eig=total_eig)
+  """:func:`_finalize` of ``stats``."""
+  return _finalize(stats, eps, config=config, centre=centre, eps_vector=eps_vector)
 
 
 def _grow(stats: TransRateStats, num_classes: int) -> TransRateStats:
