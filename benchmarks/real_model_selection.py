@@ -133,7 +133,8 @@ def main(argv=None) -> int:
   cols["probe acc"] = out["probe"]
   md += ["## Scores", "", _protocol.values_table_md(out["candidates"], cols), ""]
   (out_dir / "real_model_selection.md").write_text("\n".join(md))
-  print(f"wrote {out_dir / 'real_model_selection.json'} and {data_dir / demo.FINETUNE_DATA}")
+  wrote = [out_dir / "real_model_selection.json"] + ([] if previous else [data_dir / demo.FINETUNE_DATA])
+  print("wrote " + " and ".join(map(str, wrote)))
   return 0
 
 

@@ -1,6 +1,6 @@
 """Float64 NumPy oracles for LogME, H-score and regularized H-score, and their test inputs.
 
-Written from the formulas (DESIGN.md section 2), deliberately by a different route than the
+Written from the papers' formulas (see each function's docstring), deliberately by a different route than the
 library: LogME solves the D x D system ``(a I + b F^T F) m = b F^T y`` and takes ``slogdet`` per
 column and per iteration (no shared eigendecomposition); H-scores form the covariance matrices with
 ``np.cov`` and invert with ``np.linalg.pinv``.

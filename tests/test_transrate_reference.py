@@ -38,8 +38,8 @@ def test_reference_covers_all_cases():
 @pytest.mark.parametrize("preset", _PRESETS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_reference_numbers_follow_design_formula(case, preset):
-  # Guards the JSON against drift of the case generators, and checks DESIGN.md's description
-  # of each public implementation.
+  # Guards the JSON against drift of the case generators, and checks the description of each
+  # public implementation in the presets' docstrings (transrate.resolve_config).
   features, labels = CASES[case]()
   for eps in EPS_VALUES:
     np.testing.assert_allclose(
