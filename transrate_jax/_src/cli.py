@@ -323,7 +323,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = build_parser()
   try:
     args = parser.parse_args(argv)
-    if os.environ.get("TRANSRATE_JAX_COMPILATION_CACHE", "1") != "0":
+    # Only for a real command line: main(argv) called in-process (tests, notebooks) must not
+    # switch the persistent cache on for the whole process (a read of it segfaulted in pytest).
+    if argv is None and os.environ.get("TRANSRATE_JAX_COMPILATION_CACHE", "1") != "0":
       from transrate_jax._src.cache import enable_compilation_cache  # noqa: PLC0415
       enable_compilation_cache()
     return args.run(args)
