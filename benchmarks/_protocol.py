@@ -10,7 +10,6 @@ library's own evaluation functions.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import pathlib
@@ -23,24 +22,25 @@ import numpy as np
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
-# Feature-based metrics, in table order: (name, module, function, extra keywords). A metric is
-# used through the sweep registry (score_many) when registered there, else by importing the
-# function directly; a metric whose module does not exist yet is skipped.
-FEATURE_METRICS = (
-    ("transrate", "transrate_jax._src.transrate", "transrate", {}),
-    # The authors' repository pipeline: rows L2-normalised, divided by the rank (scale-free).
-    ("transrate_official", "transrate_jax._src.transrate", "transrate", {"preset": "official"}),
-    ("logme", "transrate_jax._src.logme", "logme", {}),
-    ("hscore", "transrate_jax._src.hscore", "hscore", {}),
-    ("regularized_hscore", "transrate_jax._src.hscore", "regularized_hscore", {}),
-    ("gbc", "transrate_jax._src.gbc", "gbc", {}),
-    ("lfc", "transrate_jax._src.lfc", "lfc", {}),
-    ("sfda", "transrate_jax._src.sfda", "sfda", {}),
-    ("parc", "transrate_jax._src.parc", "parc", {}),
-    ("nleep", "transrate_jax._src.leep", "nleep", {"key": "prng"}),
-)
-# Metrics computed from the source model's own output on the target inputs.
-PREDICTION_METRICS = ("leep", "nce")
+# The metric list is the registry's (transrate_jax.registered_metrics); the protocol adds one
+# variant: the authors' repository pipeline (rows L2-normalised, divided by the rank: scale-free).
+VARIANTS = {"transrate_official": ("transrate", {"preset": "official"})}
+
+
+def feature_metrics() -> list:
+  """Registered feature metrics (TransRate first), then the variants."""
+  from transrate_jax._src import registry  # noqa: PLC0415
+  names = list(registry.registered_metrics("features"))
+  names.sort(key=lambda m: m != "transrate")
+  return names + list(VARIANTS)
+
+
+def prediction_metrics() -> list:
+  """Registered metrics that take the source model's predictions (LEEP, NCE)."""
+  from transrate_jax._src import registry  # noqa: PLC0415
+  return list(registry.registered_metrics("source_probs")
+              + registry.registered_metrics("source_labels"))
+
 
 CORRELATIONS = (("pearson", "Pearson"), ("kendall", "Kendall"), ("weighted_tau", "weighted Kendall"),
                 ("top1_hit", "top-1 hit"), ("relative_top_accuracy", "rel. top-1 acc"))
@@ -89,66 +89,31 @@ def timed(fn: Callable, *args, **kwargs):
 # Metrics.
 
 
-def _feature_metric_fns(wanted: Optional[Sequence[str]] = None) -> Dict[str, tuple]:
-  """{name: (source, callable, extra keywords)} of the feature metrics that exist now."""
-  from transrate_jax._src import sweep  # noqa: PLC0415
-
-  registered = set(sweep.registered_metrics())
-  out = {}
-  for name, module, fn_name, extra in FEATURE_METRICS:
-    if wanted is not None and name not in wanted:
-      continue
-    if name in registered:
-      out[name] = ("registry", sweep.get_metric(name).fn, extra)
-      continue
-    try:
-      fn = getattr(importlib.import_module(module), fn_name)
-    except (ImportError, AttributeError):
-      continue
-    out[name] = ("module", fn, extra)
-  return out
+def _resolve(name: str) -> tuple:
+  """``(registered metric name, options)`` of a protocol metric name."""
+  return VARIANTS.get(name, (name, {}))
 
 
 def available_metrics(wanted: Optional[Sequence[str]] = None, *, prediction: bool = True) -> list:
-  names = list(_feature_metric_fns(wanted))
-  if prediction:
-    names += [m for m in PREDICTION_METRICS if _prediction_fn(m) is not None
-              and (wanted is None or m in wanted)]
-  return names
-
-
-def _prediction_fn(name: str):
-  from transrate_jax._src import sweep  # noqa: PLC0415
-  if name in sweep.registered_metrics():
-    return sweep.get_metric(name).fn
-  try:
-    return getattr(importlib.import_module("transrate_jax._src.leep"), name)
-  except (ImportError, AttributeError):
-    return None
-
-
-def _extra(extra: dict) -> dict:
-  return {k: (jax.random.key(0) if v == "prng" else v) for k, v in extra.items()}
+  names = feature_metrics() + (prediction_metrics() if prediction else [])
+  return [m for m in names if wanted is None or m in wanted]
 
 
 def score_features(features: Mapping[str, np.ndarray], labels, *,
                    metrics: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
-  """{metric: [len(features)] float64 scores} for every available feature metric.
+  """{metric: [len(features)] float64 scores} for every feature metric (or those wanted).
 
-  Registered metrics go through ``selection.score_features`` (``score_many``: one batched
-  program per width); the others are called once per matrix.
+  Every metric goes through ``selection.score_features`` (``score_many``: one batched program
+  per width).
   """
   from transrate_jax._src import selection  # noqa: PLC0415
 
-  fns = _feature_metric_fns(metrics)
-  names = list(features)
   scores = {}
-  for m, (source, fn, extra) in fns.items():
-    if source == "registry" and not extra:
-      res = selection.score_features(dict(features), labels, metrics=(m,), progress=False)
-      scores[m] = np.asarray(res.scores[m], np.float64)
-    else:
-      scores[m] = np.asarray([float(fn(features[k], labels, **_extra(extra))) for k in names])
+  for m in available_metrics(metrics, prediction=False):
+    base, options = _resolve(m)
+    res = selection.score_features(dict(features), labels, metrics=(base,),
+                                   metric_options={base: options}, progress=False)
+    scores[m] = np.asarray(res.scores[base], np.float64)
   return scores
 
 
@@ -160,19 +125,20 @@ def softmax(logits) -> np.ndarray:
 
 
 def prediction_score(name: str, logits, labels) -> float:
-  """LEEP on the source softmax, NCE on the source argmax, of the model's output logits."""
-  fn = _prediction_fn(name)
-  if name == "leep":
-    return float(fn(softmax(logits), labels))
-  return float(fn(np.asarray(logits).argmax(axis=1), labels))
+  """A metric of the source model's output logits: its softmax (LEEP) or its argmax (NCE)."""
+  from transrate_jax._src import registry  # noqa: PLC0415
+  spec = registry.get_metric(name)
+  if spec.consumes == "source_probs":
+    return float(spec.fn(softmax(logits), labels))
+  return float(spec.fn(np.asarray(logits).argmax(axis=1), labels))
 
 
 def metric_call(name: str) -> Callable:
   """A one-matrix call ``fn(features, labels)`` of a feature metric (for timing)."""
-  source, fn, extra = _feature_metric_fns([name])[name]
-  del source
-  kw = _extra(extra)
-  return lambda f, y: fn(f, y, **kw)
+  from transrate_jax._src import registry  # noqa: PLC0415
+  base, options = _resolve(name)
+  fn = registry.get_metric(base).fn
+  return lambda f, y: fn(f, y, **options)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def layer_table(model, x_train, y_train, x_test, y_test, *, layers: Sequence[str
 
 
 def print_layer_table(title: str, table: dict) -> None:
-  from transrate_jax._src.cli import format_table  # noqa: PLC0415
+  from transrate_jax._src.report import format_table  # noqa: PLC0415
 
   metrics = list(table["scores"])
   rows = [{"layer": n, "d": d, "probe": table["probe"][i],

@@ -26,6 +26,7 @@ from bench_transrate import floor_matmul, timed  # noqa: E402
 
 from transrate_jax._src import streaming
 from transrate_jax._src import sweep
+from transrate_jax._src import transrate_kernel
 from transrate_jax._src.transrate import transrate
 
 CPU_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 1024, 1024, 1024, 2048, 2048, 2048]
@@ -80,7 +81,7 @@ def main():
       compiles.append(duration)
 
   jax.monitoring.register_event_duration_secs_listener(listener)
-  traces0 = sweep.trace_count()
+  traces0 = transrate_kernel.compiled_programs()
   t = time.perf_counter()
   first = sweep.transrate_many(layers, y, progress=False)
   jax.block_until_ready(first)
@@ -88,7 +89,7 @@ def main():
   jax.monitoring.unregister_event_duration_listener(listener)
   result["many_first_call_s"] = first_call
   result["many_compilations"] = len(compiles)
-  result["many_kernel_programs"] = sweep.trace_count() - traces0
+  result["many_kernel_programs"] = transrate_kernel.compiled_programs() - traces0
   result["many_compile_s"] = sum(compiles)
   run_s, scores = timed(lambda: sweep.transrate_many(layers, y, progress=False), args.repeats)
   result["many_run_s"] = run_s

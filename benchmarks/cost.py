@@ -66,7 +66,7 @@ def run(cfg: dict, metrics, log=print) -> dict:
     f, logits = np.asarray(feats[layer]), np.asarray(feats["output"])
     row["dim"] = int(f.shape[1])
     for m in metrics:
-      if m in P.PREDICTION_METRICS:
+      if m in P.prediction_metrics():
         call = lambda m=m: P.prediction_score(m, logits, y_tr)
       else:
         fn = P.metric_call(m)

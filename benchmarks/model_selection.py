@@ -43,7 +43,7 @@ def run_target(target: str, models, *, metrics, epochs: int, seeds, probe_steps:
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
   log(f"\n== target {target}: {len(y_tr)} train / {len(y_te)} test images, {num_classes} classes")
   feats, layers, pred, ft_acc, probe_acc = {}, [], {m: [] for m in metrics
-                                                   if m in P.PREDICTION_METRICS}, [], []
+                                                   if m in P.prediction_metrics()}, [], []
   seconds = {"capture": 0.0, "finetune": 0.0, "probe": 0.0}
   for name in models:
     model, info = zoo.load(name), zoo.info(name)
@@ -69,7 +69,7 @@ def run_target(target: str, models, *, metrics, epochs: int, seeds, probe_steps:
         f"probe {acc_p:.3f}", flush=True)
   t = time.perf_counter()
   scores = P.score_features(feats, y_tr, metrics=[m for m in metrics
-                                                  if m not in P.PREDICTION_METRICS])
+                                                  if m not in P.prediction_metrics()])
   seconds["scores"] = time.perf_counter() - t
   scores.update({m: np.asarray(v) for m, v in pred.items()})
   scores = {m: scores[m] for m in metrics}

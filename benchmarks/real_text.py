@@ -79,7 +79,7 @@ def main(argv=None) -> int:
   acc = np.asarray([tables[c]["probe"][last[c]] for c in cands])
   scores = {m: np.asarray([tables[c]["scores"][m][last[c]] for c in cands]) for m in metrics}
   selection = demo.correlations(scores, acc)
-  from transrate_jax._src.cli import format_table  # noqa: PLC0415
+  from transrate_jax._src.report import format_table  # noqa: PLC0415
   rows = [{"model": c, "probe": acc[i], **{m: scores[m][i] for m in metrics}}
           for i, c in enumerate(cands)]
   print("\nModel selection (last layer):\n")

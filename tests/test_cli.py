@@ -133,8 +133,11 @@ def test_every_registered_metric_runs_without_flags(tmp_path, capsys):
   y = arrays["labels"]
   softmax = lambda v: np.exp(v) / np.exp(v).sum(axis=1, keepdims=True)
   np.savez(tmp_path / "p.npz", labels=y, a=softmax(arrays["a"]), b=softmax(arrays["b"]))
+  np.savez(tmp_path / "s.npz", labels=y, a=arrays["a"].argmax(1), b=arrays["b"].argmax(1))
+  inputs = {"features": path, "source_probs": tmp_path / "p.npz",
+            "source_labels": tmp_path / "s.npz"}
   for metric in tj.registered_metrics():
-    src = tmp_path / "p.npz" if metric == "leep" else path
+    src = inputs[tj.get_metric(metric).consumes]
     code, out, err = _run(capsys, "score", str(src), "--metric", metric, "--json")
     assert code == 0, (metric, err)
     rows = json.loads(out)["scores"]

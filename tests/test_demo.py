@@ -60,7 +60,7 @@ def test_demo_scores_correlations_and_picks(small_demo):
   assert path.stat().st_size > 1000
   cands = out["candidates"]
   assert cands == CANDIDATES
-  assert set(out["scores"]) == set(demo.feature_metrics()) | set(demo.PREDICTION_METRICS)
+  assert set(out["scores"]) == set(demo.feature_metrics()) | set(demo.prediction_metrics())
   probe = np.asarray(out["probe"])
   assert np.all((0 <= probe) & (probe <= 1))
   for m, s in out["scores"].items():

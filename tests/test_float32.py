@@ -199,7 +199,7 @@ def test_official_rows_with_large_offset():
   # ~|F - c| / |c| digits; the shifted form keeps them (the plain float32 difference is ~1e-4 and
   # ~1e-2 off here). (The official score itself at 1e4 also depends on the dtype's rank threshold:
   # a real eigenvalue 5e-7 below the largest is under float32's matrix_rank tolerance.)
-  from transrate_jax._src import transrate as transrate_src  # pylint: disable=C0415
+  from transrate_jax._src import transrate_kernel as transrate_src  # pylint: disable=C0415
   f, _ = _repro_seventeen_classes()
   config = transrate_src.resolve_config(None, "official")
   for offset in (1e4, 1e6):

@@ -11,6 +11,7 @@ import pytest
 import reference_peers_a as ref
 from transrate_jax._src.hscore import hscore
 from transrate_jax._src.hscore import regularized_hscore
+from transrate_jax._src.hscore import regularized_hscore_details
 
 _DATA = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_a_reference.json")))
 _NAMES = ["balanced", "imbalanced", "n_lt_d", "many_classes", "two_classes", "dead_units"]
@@ -29,7 +30,7 @@ def test_hscore_float64_oracle_and_tllib(name):
 def test_regularized_float64_oracle_tllib_sklearn(name):
   f, y = ref.CASES[name]()
   n = len(y)
-  got, a = regularized_hscore(f, y, return_shrinkage=True)
+  got, a = regularized_hscore_details(f, y)
   pub = _DATA["classification"][name]
   np.testing.assert_allclose(float(a), pub["sklearn_ledoit_wolf_shrinkage"], rtol=1e-10)
   np.testing.assert_allclose(float(a), ref.ledoit_wolf_shrinkage(f), rtol=1e-10)
@@ -87,7 +88,7 @@ def test_jit_vmap_invariances_and_edges():
   # Constant features: defined value 0; d = 1: shrinkage 0.
   assert float(hscore(np.ones((10, 3)), np.arange(10) % 2)) == 0.0
   f1 = f[:, :1]
-  s1, a1 = regularized_hscore(f1, y, return_shrinkage=True)
+  s1, a1 = regularized_hscore_details(f1, y)
   assert float(a1) == 0.0
   np.testing.assert_allclose(float(s1), float(hscore(f1, y)), rtol=1e-12)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reference_peers_b as R
-from transrate_jax._src import gbc as gbc_lib
+from transrate_jax._src import peer_numerics
 from transrate_jax._src import leep as leep_lib
 
 REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
@@ -112,7 +112,7 @@ def test_em_float32_and_max_iter():
 
 
 def _nleep_init(x, num_components, key):
-  mean, evals, axes = gbc_lib.pca_eigh(jnp.asarray(x))
+  mean, evals, axes = peer_numerics.pca_eigh(jnp.asarray(x))
   k = leep_lib.num_components_for_variance(evals, 0.8)
   xp = (jnp.asarray(x) - mean) @ axes[:, :k]
   return k, leep_lib._initial_resp(key, xp, num_components, "kmeans++")

@@ -10,6 +10,13 @@ import pytest
 
 import reference_peers_a as ref
 from transrate_jax._src.logme import logme
+from transrate_jax._src.logme import logme_details
+
+
+def _with_info(*args, **kwargs):
+  """``(score, {converged, iterations, evidence, alpha, beta, ...})`` from logme_details."""
+  details = logme_details(*args, **kwargs)
+  return details.score, details._asdict()
 
 _DATA = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_a_reference.json")))
 _CLS = ["balanced", "imbalanced", "n_lt_d", "many_classes", "two_classes", "dead_units"]
@@ -35,7 +42,7 @@ def oracle_exact():
 @pytest.mark.parametrize("name", _CLS)
 def test_exact_matches_oracle_float64(name, oracle_exact):
   f, y = ref.CASES[name]()
-  score, info = logme(f, y, return_info=True)
+  score, info = _with_info(f, y)
   assert score.dtype == jnp.float64
   assert bool(info["converged"])
   np.testing.assert_allclose(float(score), oracle_exact(name), rtol=1e-9, atol=1e-12)
@@ -90,7 +97,7 @@ def test_n_lt_d_thuml_inflates_exact_does_not(oracle_exact):
   assert thuml > exact + 5.0
   # The exact evidence's supremum lies on the boundary alpha/beta -> 0 here (the fixed point
   # drifts); info reports it as reached.
-  _, info = logme(f, y, return_info=True)
+  _, info = _with_info(f, y)
   assert bool(info["converged"])
 
 
@@ -103,15 +110,15 @@ def test_dead_units_thuml_public_number_is_roundoff():
                              rtol=1e-10)
 
 
-def test_return_info_and_iterations():
+def test_details_and_iterations():
   f, y = ref.CASES["balanced"]()
-  score, info = logme(f, y, return_info=True)
+  score, info = _with_info(f, y)
   assert set(info) >= {"converged", "iterations", "evidence", "alpha", "beta"}
   assert info["evidence"].shape == (4,)
   np.testing.assert_allclose(float(score), float(jnp.mean(info["evidence"])), rtol=1e-14)
-  _, info1 = logme(f, y, max_iter=1, tol=0.0, return_info=True)
+  _, info1 = _with_info(f, y, max_iter=1, tol=0.0)
   assert int(info1["iterations"]) == 1 and not bool(info1["converged"])
-  _, info_t = logme(f, y, preset="thuml", return_info=True)
+  _, info_t = _with_info(f, y, preset="thuml")
   assert int(info_t["iterations"]) <= 11
 
 
@@ -144,7 +151,7 @@ def test_jit_vmap_and_invariances():
 def test_empty_class_is_skipped():
   f, y = ref.CASES["balanced"]()
   y5 = np.where(y == 3, 4, y)  # class 3 empty, C = 5
-  _, info = logme(f, y5, return_info=True)
+  _, info = _with_info(f, y5)
   present = info["evidence"][np.array([0, 1, 2, 4])]
   np.testing.assert_allclose(float(logme(f, y5)), float(jnp.mean(present)), rtol=1e-12)
   np.testing.assert_allclose(float(logme(f, y5)), ref.logme(f, y5), rtol=1e-9)

@@ -53,16 +53,25 @@ def test_result_object(sweep_result, tmp_path):
     sweep_result.best("nope")
 
 
-def test_metric_kwargs_are_routed(target):
+def test_metric_options_go_to_their_metric(target):
   x, y = target
   model = zoo.load(MODEL)
-  r = tj.layer_sweep(model, x, y, layers=["blocks/1"], eps=1e-2, preset="tllib", progress=False)
+  r = tj.layer_sweep(model, x, y, layers=["blocks/1"], metrics=("transrate", "logme"),
+                     metric_options={"transrate": {"eps": 1e-2, "preset": "tllib"},
+                                     "logme": {"preset": "tllib"}}, progress=False)
   feats = intermediates(model, x, layers=["blocks/1"], progress=False)
   np.testing.assert_allclose(r.scores["transrate"][0],
                              float(tj.transrate(feats["blocks/1"], y, eps=1e-2, preset="tllib")),
                              rtol=1e-6)
-  with pytest.raises(ValueError, match="accepted by none"):
-    tj.layer_sweep(model, x, y, layers=["blocks/1"], not_a_keyword=1, progress=False)
+  np.testing.assert_allclose(r.scores["logme"][0],
+                             float(tj.logme(feats["blocks/1"], y, preset="tllib")), rtol=1e-6)
+  # An option the metric does not have names the metric (no routing by parameter name).
+  with pytest.raises(ValueError, match="metric 'logme' has no option"):
+    tj.layer_sweep(model, x, y, layers=["blocks/1"], metrics=("transrate", "logme"),
+                   metric_options={"logme": {"eps": 1e-2}}, progress=False)
+  with pytest.raises(ValueError, match="not among the metrics"):
+    tj.layer_sweep(model, x, y, layers=["blocks/1"], metric_options={"logme": {}},
+                   progress=False)
 
 
 def test_rank_models_defaults_to_penultimate(target):

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import reference
+from transrate_jax._src import numerics
+from transrate_jax._src import registry
 from transrate_jax._src import sweep
+from transrate_jax._src import transrate_kernel
 from transrate_jax._src.transrate import transrate
 
 _RTOL = {np.float64: 1e-10, np.float32: 1e-4}
@@ -62,8 +65,8 @@ def test_dict_input_and_chunking(max_bytes):
 
 def test_chunk_sizes_follow_max_bytes(monkeypatch):
   # The batched (GPU/TPU) path, forced on the CPU at a size where it is safe; on the CPU backend
-  # the sweep otherwise scores one matrix per call (sweep._one_matrix_per_program).
-  monkeypatch.setattr(sweep, "_one_matrix_per_program", lambda: False)
+  # the sweep otherwise scores one matrix per call (numerics.one_matrix_per_program).
+  monkeypatch.setattr(numerics, "one_matrix_per_program", lambda: False)
   calls = []
   real = sweep._stack_chunk
 
@@ -73,7 +76,7 @@ def test_chunk_sizes_follow_max_bytes(monkeypatch):
 
   monkeypatch.setattr(sweep, "_stack_chunk", spy)
   feats, y = _layers([90, 95, 100, 110, 120], 80, 4, seed=2)  # all padded to 128
-  per_item = sweep._transrate_bytes(80, 128, 8)
+  per_item = sweep.default_bytes_per_item(80, 128, 8)
   sweep.transrate_many(feats, y, max_bytes=2 * per_item, progress=False)
   assert calls == [(2, 128)] * 3  # 5 matrices, chunks of 2, the last padded to 2
 
@@ -103,9 +106,9 @@ def test_compile_count_within_buckets():
 
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    before = sweep.trace_count()
+    before = transrate_kernel.compiled_programs()
     got = sweep.transrate_many(feats, y, eps=3e-4, progress=False)
-    traced = sweep.trace_count() - before
+    traced = transrate_kernel.compiled_programs() - before
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert traced == len(buckets) == 5
@@ -115,9 +118,9 @@ def test_compile_count_within_buckets():
   np.testing.assert_allclose(float(got[3]), float(transrate(feats[3], y, eps=3e-4)), rtol=1e-4)
   # Running the sweep again (other values, same shapes) compiles nothing new.
   feats2, _ = _layers(widths, 64, 4, seed=6, dtype=np.float32)
-  before = sweep.trace_count()
+  before = transrate_kernel.compiled_programs()
   sweep.transrate_many(feats2, y, eps=3e-4, progress=False)
-  assert sweep.trace_count() == before
+  assert transrate_kernel.compiled_programs() == before
 
 
 def test_validation_names_the_key():
@@ -158,13 +161,17 @@ def test_score_many_generic_callable_and_registry():
     return _centroid_spread(f, labels)
 
   name = "toy_spread_test"
-  sweep.register_metric(name, looped, vmappable=False, overwrite=True)
-  assert name in sweep.registered_metrics()
-  got = sweep.score_many(name, {"a": feats[0], "b": feats[3]}, y, progress=True)
-  np.testing.assert_allclose([float(got["a"]), float(got["b"])], want[[0, 3]], rtol=1e-12)
-  assert calls == [(40, 4), (40, 9)]  # unpadded, one call each
-  with pytest.raises(ValueError, match="already registered"):
-    sweep.register_metric(name, looped)
+  registry.register_metric(name, looped, vmappable=False)
+  try:
+    assert name in registry.registered_metrics()
+    got = sweep.score_many(name, {"a": feats[0], "b": feats[3]}, y, progress=True)
+    np.testing.assert_allclose([float(got["a"]), float(got["b"])], want[[0, 3]], rtol=1e-12)
+    assert calls == [(40, 4), (40, 9)]  # unpadded, one call each
+    with pytest.raises(ValueError, match="already registered"):
+      registry.register_metric(name, looped)
+  finally:
+    registry.unregister_metric(name)
+  assert name not in registry.registered_metrics()
   with pytest.raises(ValueError, match="unknown metric"):
     sweep.score_many("no_such_metric", feats, y)
   # transrate through the generic entry point.

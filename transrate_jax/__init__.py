@@ -13,6 +13,14 @@ from transrate_jax._src import lapack_threads as _lapack_threads
 # The on-disk cache and JAX's persistent compilation cache (a one-line opt-in).
 from transrate_jax._src.cache import enable_compilation_cache
 
+# The metric registry: one description per metric (each metric module registers itself).
+from transrate_jax._src.registry import Metric
+from transrate_jax._src.registry import describe_metrics
+from transrate_jax._src.registry import get_metric
+from transrate_jax._src.registry import register_metric
+from transrate_jax._src.registry import registered_metrics
+from transrate_jax._src.registry import unregister_metric
+
 # Core TransRate.
 from transrate_jax._src.transrate import coding_rate
 from transrate_jax._src.transrate import transrate
@@ -21,8 +29,6 @@ from transrate_jax._src.transrate import transrate
 from transrate_jax._src.sharding import transrate_sharded
 from transrate_jax._src.streaming import TransRateStats
 from transrate_jax._src.streaming import transrate_from_batches
-from transrate_jax._src.sweep import register_metric
-from transrate_jax._src.sweep import registered_metrics
 from transrate_jax._src.sweep import score_many
 from transrate_jax._src.sweep import transrate_many
 
@@ -39,15 +45,18 @@ from transrate_jax._src.regularizer import transrate_loss
 # Peer metrics.
 from transrate_jax._src.gbc import gbc
 from transrate_jax._src.hscore import hscore
+from transrate_jax._src.hscore import RegularizedHScoreDetails
 from transrate_jax._src.hscore import regularized_hscore
+from transrate_jax._src.hscore import regularized_hscore_details
 from transrate_jax._src.leep import leep
 from transrate_jax._src.leep import nce
 from transrate_jax._src.leep import nleep
 from transrate_jax._src.lfc import lfc
+from transrate_jax._src.logme import LogMEDetails
 from transrate_jax._src.logme import logme
+from transrate_jax._src.logme import logme_details
 from transrate_jax._src.parc import parc
 from transrate_jax._src.sfda import sfda
-from transrate_jax._src import registry as _registry
 
 # Evaluation: how well do scores predict transfer accuracy?
 from transrate_jax._src.evaluation import kendall_tau
@@ -66,8 +75,10 @@ __version__ = "0.1.0"
 
 __all__ = (
     "coding_rate",
+    "describe_metrics",
     "enable_compilation_cache",
     "gbc",
+    "get_metric",
     "hscore",
     "kendall_tau",
     "layer_sweep",
@@ -75,6 +86,9 @@ __all__ = (
     "lfc",
     "linear_probe_accuracy",
     "logme",
+    "logme_details",
+    "LogMEDetails",
+    "Metric",
     "MultilabelScore",
     "nce",
     "nleep",
@@ -86,6 +100,8 @@ __all__ = (
     "registered_metrics",
     "RegressionScore",
     "regularized_hscore",
+    "regularized_hscore_details",
+    "RegularizedHScoreDetails",
     "relative_top_accuracy",
     "score_many",
     "SelectionResult",
@@ -99,5 +115,6 @@ __all__ = (
     "transrate_regression",
     "transrate_sharded",
     "TransRateStats",
+    "unregister_metric",
     "weighted_tau",
 )

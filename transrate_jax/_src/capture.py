@@ -30,7 +30,7 @@ import fnmatch
 import functools
 import re
 import threading
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 from transrate_jax._src import numerics
+from transrate_jax._src import progress as progress_lib
 
 POOL_MODES = ("mean", "max", "flatten", "first")
 OUTPUT_NAME = "output"
@@ -309,7 +310,7 @@ def intermediates(
     layers=None,
     pool: str | Callable[[jax.Array], jax.Array] = "mean",
     batch_size: int = 256,
-    progress: bool = True,
+    progress: Optional[bool] = None,
     call_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, jax.Array]:
   """Features of every layer of a Flax model: ``{layer name: [n, d]}`` in call order.
@@ -332,7 +333,8 @@ def intermediates(
       ``[b, ...] -> [b, d]``; applied to outputs with more than two axes.
     batch_size: rows per forward pass (keyword-only Python int); ``min(batch_size, n)`` is used.
       Features do not depend on it beyond float rounding of the model's own kernels.
-    progress: show a ``tqdm`` progress bar over batches.
+    progress: a ``tqdm`` bar over batches: True, False, or None (default: only for long
+      interactive work).
     call_kwargs: extra keyword arguments of the model call, e.g. ``{"train": False}`` for a
       Linen model with a ``train`` switch, or ``{"rngs": ...}`` for ``apply``.
 
@@ -416,10 +418,7 @@ def intermediates(
   run = _cached_jit(key, make)
 
   starts = range(0, n, size)
-  bar = None
-  if progress:
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-    bar = tqdm(total=len(starts), desc="intermediates", unit="batch", leave=False)
+  bar = progress_lib.bar(len(starts), progress, "intermediates", unit="batch", leave=False)
   pieces: list[tuple[jax.Array, ...]] = []
   try:
     for start in starts:

@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from transrate_jax._src.report import format_table
+
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "digits_pipeline.npz"
 
 
@@ -169,7 +171,7 @@ def _score_table(features: Dict[str, np.ndarray], labels: np.ndarray, args) -> L
         scores[m] = {k: float(v) for k, v in out.items()}
   except ValueError as e:
     raise InputError(str(e)) from None
-  rows = [{"name": k, "n": int(v.shape[0]), "d": int(v.shape[1]),
+  rows = [{"name": k, "n": int(v.shape[0]), "d": int(v.shape[1]) if v.ndim > 1 else 1,
            **{m: scores[m][k] for m in metrics}} for k, v in features.items()]
   # Best first under the first metric; a non-finite score (if a metric ever returns one) last.
   rows.sort(key=lambda r: (not math.isfinite(r[metrics[0]]), -r[metrics[0]]
@@ -183,22 +185,6 @@ def _warn_non_finite(rows: List[dict], metrics: Sequence[str]) -> None:
       if not math.isfinite(r[m]):
         print(f"transrate-jax: warning: {m} of {r['name']!r} is not finite ({r[m]}); "
               "written as null", file=sys.stderr)
-
-
-def format_table(rows: List[dict], columns: Sequence[Tuple[str, str, str]]) -> str:
-  """A plain-text table: ``columns`` are (key, header, format spec)."""
-  cells = [[h for _, h, _ in columns]]
-  for r in rows:
-    cells.append([format(r[k], spec) for k, _, spec in columns])
-  widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-  left = [spec == "s" for _, _, spec in columns]  # text left, numbers right
-  lines = []
-  for j, row in enumerate(cells):
-    lines.append("  ".join(c.ljust(w) if left[i] else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    if j == 0:
-      lines.append("  ".join("-" * w for w in widths))
-  return "\n".join(lines)
 
 
 def _cmd_score(args) -> int:

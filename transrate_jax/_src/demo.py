@@ -34,13 +34,13 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from transrate_jax._src import report
+
 # The target task of the demo and of the fine-tuning ground truth: changing one of these makes the
 # shipped fine-tuning accuracies inapplicable (the demo then reports the probe only).
 TASK = dict(dataset="mnist", image_size=32, n=2000, test_fraction=0.75, seed=0)
 # Where benchmarks/real_model_selection.py writes the fine-tuning ground truth the demo reads.
 FINETUNE_DATA = "real_finetune_mnist.json"
-# Metrics computed from the backbone's own ImageNet predictions, not from features.
-PREDICTION_METRICS = ("leep", "nce")
 RANDOM_SUFFIX = " (random)"
 # The metrics the benchmarks' --quick modes use (they exercise the code, not every metric: a
 # metric compiles once per feature width, which dominates small runs).
@@ -50,9 +50,24 @@ SWEEP_LAYERS = ("stem", "blocks/*", "head")
 
 
 def feature_metrics() -> list:
-  """The registered feature metrics, in registration order (LEEP takes predictions)."""
-  from transrate_jax._src import sweep  # noqa: PLC0415
-  return [m for m in sweep.registered_metrics() if m not in PREDICTION_METRICS]
+  """The registered metrics that take features (sorted by name)."""
+  from transrate_jax._src import registry  # noqa: PLC0415
+  return list(registry.registered_metrics("features"))
+
+
+def prediction_metrics() -> list:
+  """The registered metrics that take the backbone's own ImageNet predictions (LEEP, NCE)."""
+  from transrate_jax._src import registry  # noqa: PLC0415
+  return list(registry.registered_metrics("source_probs")
+              + registry.registered_metrics("source_labels"))
+
+
+def prediction_score(metric: str, logits: np.ndarray, labels) -> float:
+  """A prediction metric of the source logits: their softmax (LEEP) or their argmax (NCE)."""
+  from transrate_jax._src import registry  # noqa: PLC0415
+  spec = registry.get_metric(metric)
+  x = _softmax(logits) if spec.consumes == "source_probs" else np.asarray(logits).argmax(1)
+  return float(spec.fn(x, labels))
 
 
 def load_task(*, image_size: int, n: int, test_fraction: float, seed: int):
@@ -158,7 +173,6 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   """
   from transrate_jax import models as models_lib  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
-  from transrate_jax._src import leep  # noqa: PLC0415
   from transrate_jax._src import probe  # noqa: PLC0415
   from transrate_jax._src import selection  # noqa: PLC0415
 
@@ -166,13 +180,14 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   timings = {"load": {}, "extract": {}, "images_per_s": {}}
   names = list(models) if models is not None else models_lib.list_models("image")
   known = feature_metrics()
-  wanted = list(metrics) if metrics is not None else known + list(PREDICTION_METRICS)
-  unknown = sorted(set(wanted) - set(known) - set(PREDICTION_METRICS))
+  predictions = prediction_metrics()
+  wanted = list(metrics) if metrics is not None else known + predictions
+  unknown = sorted(set(wanted) - set(known) - set(predictions))
   if unknown:
     raise ValueError(f"unknown metric(s) {unknown}; choose from "
-                     f"{', '.join(known + list(PREDICTION_METRICS))}.")
+                     f"{', '.join(known + predictions)}.")
   feat_metrics = [m for m in wanted if m in known]
-  pred_metrics = [m for m in wanted if m in PREDICTION_METRICS]
+  pred_metrics = [m for m in wanted if m in predictions]
 
   t = time.perf_counter()
   x_tr, y_tr, x_te, y_te = load_task(image_size=image_size, n=n, test_fraction=test_fraction,
@@ -234,10 +249,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   # Model selection: each candidate's penultimate score; layer selection: the block sweep.
   scores = {m: np.asarray([sweeps[c][m][penult_name[c]] for c in labels]) for m in feat_metrics}
   for m in pred_metrics:
-    if m == "leep":
-      scores[m] = np.asarray([float(leep.leep(_softmax(outputs[c]), y_tr)) for c in labels])
-    else:
-      scores[m] = np.asarray([float(leep.nce(outputs[c].argmax(1), y_tr)) for c in labels])
+    scores[m] = np.asarray([prediction_score(m, outputs[c], y_tr) for c in labels])
   block_set = {c: sweep_layers(list(sweeps[c][feat_metrics[0]]) if feat_metrics else [], layers)
                for c in labels}
   layer_sweeps = {c: {m: {k: sweeps[c][m][k] for k in block_set[c]} for m in feat_metrics}
@@ -333,7 +345,6 @@ def _score_candidate(features, labels, metrics, failures, where, bar) -> Dict[st
 
 def print_report(out: Dict) -> None:
   """The demo's tables: candidates with scores and accuracies, correlations, picked blocks, times."""
-  from transrate_jax._src.cli import format_table  # noqa: PLC0415
 
   metrics = list(out["scores"])
   truth = "finetune" if out["finetune"] is not None else "probe"
@@ -346,7 +357,7 @@ def print_report(out: Dict) -> None:
   rows.sort(key=lambda r: -r["ft" if truth == "finetune" else "probe"])
   print(f"\nCandidates by {'fine-tuning' if truth == 'finetune' else 'probe'} accuracy; scores at "
         "the penultimate layer (higher is better):\n")
-  print(format_table(rows, [("model", "model", "s")] + [(m, m, ".4g") for m in metrics] +
+  print(report.format_table(rows, [("model", "model", "s")] + [(m, m, ".4g") for m in metrics] +
                      [("ft", "fine-tune acc", ".3f"), ("probe", "probe acc", ".3f")]))
   print(f"\n({out['finetune_note']})")
   for m, why in out["failures"].items():
@@ -358,7 +369,7 @@ def print_report(out: Dict) -> None:
           f"{len(out['candidates'])} candidates:\n")
     crow = [{"metric": m, **c, "top1": "yes" if c["top1_hit"] else "no"}
             for m, c in out["correlations"][key].items()]
-    print(format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
+    print(report.format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
                               ("kendall", "Kendall", ".3f"),
                               ("weighted_tau", "weighted tau", ".3f"),
                               ("relative_top_accuracy", "rel. top acc", ".3f"),
@@ -368,7 +379,7 @@ def print_report(out: Dict) -> None:
     cands = out["candidates"]
     brow = [{"metric": m, **{c: str(out["best_layer"][m].get(c)) for c in cands}}
             for m in out["best_layer"]]
-    print(format_table(brow, [("metric", "metric", "s")] + [(c, c, "s") for c in cands]))
+    print(report.format_table(brow, [("metric", "metric", "s")] + [(c, c, "s") for c in cands]))
   t = out["timings"]
   print("\nTime per phase (s): data {:.1f}, load {:.1f}, feature extraction {:.1f}, scoring {:.1f}, "
         "probe {:.1f}".format(t["data"], sum(t["load"].values()), sum(t["extract"].values()),
@@ -377,36 +388,19 @@ def print_report(out: Dict) -> None:
 
 def plot(out: Dict, path: str) -> None:
   """Score vs accuracy (TransRate, at the penultimate layer), and TransRate per block."""
-  from transrate_jax._src.selection import _pyplot  # noqa: PLC0415
-
-  plt = _pyplot()
-  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
   truth = "finetune" if out["finetune"] is not None else "probe"
-  acc = np.asarray(out[truth])
   metric = "transrate" if "transrate" in out["scores"] else next(iter(out["scores"]))
-  s = np.asarray(out["scores"][metric])
-  ax0.scatter(s, acc)
-  for name, xi, yi in zip(out["candidates"], s, acc):
-    ax0.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
   c = out["correlations"][truth][metric]
-  ax0.set_xlabel(f"{metric} (penultimate layer)")
-  ax0.set_ylabel(f"{'fine-tuning' if truth == 'finetune' else 'linear-probe'} test accuracy")
-  ax0.set_title(f"model selection on MNIST: Pearson {c['pearson']:.2f}, "
-                f"Kendall {c['kendall']:.2f}")
-  ax0.grid(alpha=0.3)
-  for name in out["candidates"]:
-    sweep = out["layer_sweeps"][name].get(metric, {})
-    if sweep:
-      ax1.plot(range(len(sweep)), list(sweep.values()), marker=".", label=name,
-               linestyle="--" if name.endswith(RANDOM_SUFFIX) else "-")
-  ax1.set_xlabel("block (call order)")
-  ax1.set_ylabel(metric)
-  ax1.set_title(f"layer sweep: {metric} of every block of every candidate")
-  ax1.legend(fontsize=6, ncol=2)
-  ax1.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.plot_selection(
+      path, names=out["candidates"], score=out["scores"][metric], accuracy=out[truth],
+      score_label=f"{metric} (penultimate layer)",
+      accuracy_label=f"{'fine-tuning' if truth == 'finetune' else 'linear-probe'} test accuracy",
+      title=f"model selection on MNIST: Pearson {c['pearson']:.2f}, Kendall {c['kendall']:.2f}",
+      sweeps={name: list(out["layer_sweeps"][name].get(metric, {}).values())
+              for name in out["candidates"]},
+      sweep_xlabel="block (call order)", sweep_ylabel=metric,
+      sweep_title=f"layer sweep: {metric} of every block of every candidate",
+      dashed=[name for name in out["candidates"] if name.endswith(RANDOM_SUFFIX)])
 
 
 def main_demo(args) -> int:

@@ -208,9 +208,21 @@ def transfer_model(model, config: dict[str, Any], *, num_classes: int, layer: Op
   return net
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx"))
-def _train_eval(params, rest, idx, x_tr, y_tr, x_te, y_te, *, graphdef, tx):
-  opt_state = tx.init(params)
+def scan_train(params, rest, opt_state, idx, x_tr, y_tr, *, graphdef, tx):
+  """Mini-batch training as one ``lax.scan``: softmax cross-entropy, ``tx`` updates.
+
+  Args:
+    params, rest: the model's ``nnx.Param`` state and the rest (``nnx.split``).
+    opt_state: ``tx.init(params)``.
+    idx: [steps, batch] int row indices of each mini-batch.
+    x_tr, y_tr: [n, ...] training inputs and [n] int labels.
+    graphdef: the model's graph definition (static).
+    tx: the optax transformation (static).
+
+  Returns:
+    ``(params, rest, losses [steps])`` after the last step. Used by the zoo's training and by
+    the fine-tuning ground truth, traced inside their own ``jit``.
+  """
 
   def step(carry, ib):
     params, rest, opt_state = carry
@@ -226,6 +238,13 @@ def _train_eval(params, rest, idx, x_tr, y_tr, x_te, y_te, *, graphdef, tx):
     return (optax.apply_updates(params, updates), rest, opt_state), loss
 
   (params, rest, _), losses = jax.lax.scan(step, (params, rest, opt_state), idx)
+  return params, rest, losses
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx"))
+def _train_eval(params, rest, idx, x_tr, y_tr, x_te, y_te, *, graphdef, tx):
+  params, rest, losses = scan_train(params, rest, tx.init(params), idx, x_tr, y_tr,
+                                    graphdef=graphdef, tx=tx)
   m = nnx.merge(graphdef, params, rest, copy=True)
   m.eval()
   pred = jnp.argmax(m(x_te), axis=-1)

@@ -1,4 +1,4 @@
-"""Gaussian Bhattacharyya Coefficient (GBC), and the exact PCA shared by GBC, N-LEEP and PARC.
+"""Gaussian Bhattacharyya Coefficient (GBC).
 
 Pandy, Ghiasi, Pourmahmood-Aghababa and Kokkinos, "Transferability Estimation using Bhattacharyya
 Class Separability", CVPR 2022. Reference code: google-research ``stable_transfer/transferability/
@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from transrate_jax._src import numerics
+from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
@@ -22,60 +24,12 @@ HIGHEST = numerics.HIGHEST
 _VARIANCE_FLOOR = 1e-4
 
 
-def pca_eigh(x: jax.Array):
-  """Exact PCA of the rows of ``x``: mean, variances and principal axes, largest first.
-
-  The smaller side is factorised: the ``[d, d]`` scatter matrix when ``n >= d``, else the
-  ``[n, n]`` Gram matrix. Signs follow scikit-learn >= 1.5 (``svd_flip(u_based_decision=False)``):
-  the entry of largest magnitude in each axis is positive.
-
-  Args:
-    x: [n, d] float.
-
-  Returns:
-    ``(mean [d], eigenvalues [r], axes [d, r])`` with ``r = min(n, d)``; eigenvalues are those of
-    the scatter ``(x - mean)^T (x - mean)`` (divide by ``n - 1`` for variances), descending,
-    clipped at zero.
-  """
-  n, d = x.shape
-  xc = numerics.center(x)  # shifted two-pass centring: a large offset does not cancel
-  mean = jnp.mean(x - xc, axis=0)
-  if n >= d:
-    evals, evecs = jnp.linalg.eigh(numerics.symmetrize(numerics.covariance(xc)))
-    evals, evecs = evals[::-1], evecs[:, ::-1]
-  else:
-    evals, u = jnp.linalg.eigh(numerics.symmetrize(numerics.gram(xc)))
-    evals, u = evals[::-1], u[:, ::-1]
-    cutoff = evals[0] * max(n, d) * jnp.finfo(x.dtype).eps
-    keep = evals > cutoff
-    inv_s = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, evals, 1.0)), 0.0)
-    evecs = jnp.matmul(xc.T, u, precision=HIGHEST) * inv_s
-  evals = jnp.maximum(evals, 0.0)
-  r = min(n, d)
-  evals, evecs = evals[:r], evecs[:, :r]
-  pivot = jnp.argmax(jnp.abs(evecs), axis=0)
-  signs = jnp.sign(evecs[pivot, jnp.arange(r)])
-  evecs = evecs * jnp.where(signs == 0, 1.0, signs).astype(evecs.dtype)
-  return mean, evals, evecs
-
-
-def pca_project(x: jax.Array, k: int, axes: jax.Array | None = None) -> jax.Array:
-  """``(x - mean) @ axes[:, :k]``: the first ``k`` exact principal components ([n, d] -> [n, k]).
-
-  ``x`` is centred with a shift (:func:`numerics.center`); ``axes`` ([d, >= k]) defaults to
-  those of :func:`pca_eigh`.
-  """
-  if axes is None:
-    _, _, axes = pca_eigh(x)
-  return jnp.matmul(numerics.center(x), axes[:, :k], precision=HIGHEST)
-
-
 @functools.partial(jax.jit, static_argnames=("num_classes", "gaussian", "pca_dim"))
 def _gbc_kernel(x, y, *, num_classes, gaussian, pca_dim):
   n, d = x.shape
   # Offset invariant: centre with a shift first (class means of raw float32 features with a
   # large offset carry |offset| * 2^-24 of error each).
-  x = pca_project(x, min(pca_dim, n)) if d > pca_dim else numerics.center(x)
+  x = peer_numerics.pca_project(x, min(pca_dim, n)) if d > pca_dim else numerics.center(x)
   onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)  # [n, C]
   counts = jnp.sum(onehot, axis=0)
   safe = jnp.maximum(counts, 1.0)[:, None]
@@ -146,3 +100,9 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   validation.check_class_structure(labels, c, metric="GBC")
   return _gbc_kernel(x, y, num_classes=c, gaussian=gaussian, pca_dim=int(pca_dim))
+
+
+registry.register_metric(
+    "gbc", gbc, vmappable=True,
+    description="GBC: minus the Bhattacharyya overlap of per-class Gaussians on PCA features "
+                "(Pandy et al., CVPR 2022)")

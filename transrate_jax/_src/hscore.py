@@ -17,12 +17,14 @@ both scores are spectral sums over one eigendecomposition of the smaller of ``Z^
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 
@@ -138,8 +140,18 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
   return _hscore_kernel(features, labels, num_classes=num_classes)
 
 
-def regularized_hscore(features, labels, *, num_classes: int | None = None,
-                       return_shrinkage: bool = False):
+class RegularizedHScoreDetails(NamedTuple):
+  """:func:`regularized_hscore_details`: the score and the Ledoit-Wolf shrinkage behind it.
+
+  Attributes:
+    score: the regularized H-score (what :func:`regularized_hscore` returns).
+    shrinkage: the Ledoit-Wolf shrinkage ``a`` in ``[0, 1]``.
+  """
+  score: jax.Array
+  shrinkage: jax.Array
+
+
+def regularized_hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
   """Regularized H-score with Ledoit-Wolf shrinkage (higher is better).
 
       S_a = (1 - a) S + a tr(S) / d I,    H_a = tr(S_a^{-1} (1 - a) cov(E[f | y])),
@@ -162,13 +174,31 @@ def regularized_hscore(features, labels, *, num_classes: int | None = None,
     features: [n, d] float features.
     labels: [n] int class labels in ``0..C-1``.
     num_classes: static C (needed under ``jit``/``vmap``); default ``max(labels) + 1``.
-    return_shrinkage: also return the shrinkage ``a``.
 
   Returns:
-    Scalar score (features' float dtype), or ``(score, a)``.
+    Scalar score (features' float dtype). The shrinkage ``a`` comes from
+    :func:`regularized_hscore_details`.
 
   Reference: Ibrahim, Ponomareva and Mazumder, ECML-PKDD 2022 (arXiv:2110.06893).
   """
+  return regularized_hscore_details(features, labels, num_classes=num_classes).score
+
+
+def regularized_hscore_details(features, labels, *,
+                               num_classes: int | None = None) -> RegularizedHScoreDetails:
+  """:func:`regularized_hscore` with the shrinkage: a :class:`RegularizedHScoreDetails`.
+
+  Same arguments, validation and numerics as :func:`regularized_hscore`; works under ``jit``
+  and ``vmap`` (a NamedTuple of arrays).
+  """
   features, labels, num_classes = _validate(features, labels, num_classes)
   score, a = _regularized_kernel(features, labels, num_classes=num_classes)
-  return (score, a) if return_shrinkage else score
+  return RegularizedHScoreDetails(score=score, shrinkage=a)
+
+
+registry.register_metric(
+    "hscore", hscore, vmappable=True,
+    description="H-score: class separation tr(cov(f)^+ cov(E[f|y])) (Bao et al., ICIP 2019)")
+registry.register_metric(
+    "regularized_hscore", regularized_hscore, vmappable=True,
+    description="H-score with Ledoit-Wolf shrinkage of cov(f) (Ibrahim et al., ECML-PKDD 2022)")

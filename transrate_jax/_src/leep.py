@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transrate_jax._src import gbc as _gbc
 from transrate_jax._src import numerics
+from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
@@ -208,33 +209,13 @@ def _e_step(x, weights, means, prec_chol):
   return log_norm, weighted - log_norm[:, None]
 
 
-def _kmeans_plusplus(key, x, num_components):
-  """Indices [K] of k-means++ seeds (D^2 sampling) among the rows of ``x``."""
-  n = x.shape[0]
-  key0, key = jax.random.split(key)
-  first = jax.random.randint(key0, (), 0, n, dtype=jnp.int32)
-  idx = jnp.zeros(num_components, jnp.int32).at[0].set(first)
-  d2 = jnp.sum((x - x[first]) ** 2, axis=1)
-
-  def body(j, carry):
-    idx, d2 = carry
-    logits = jnp.where(d2 > 0, _safe_log(d2), -jnp.inf)
-    logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)
-    i = jax.random.categorical(jax.random.fold_in(key, j), logits).astype(jnp.int32)
-    return idx.at[j].set(i), jnp.minimum(d2, jnp.sum((x - x[i]) ** 2, axis=1))
-
-  idx, _ = jax.lax.fori_loop(1, num_components, body, (idx, d2))
-  return idx
-
-
 @functools.partial(jax.jit, static_argnames=("num_components", "init"))
 def _initial_resp(key, x, num_components, init):
   """Initial responsibilities [n, K]: hard assignment to k-means++ seeds, or random rows."""
   n = x.shape[0]
   if init == "kmeans++":
-    centers = x[_kmeans_plusplus(key, x, num_components)]
-    d2 = (jnp.sum(x * x, axis=1)[:, None] - 2 * jnp.matmul(x, centers.T, precision=HIGHEST)
-          + jnp.sum(centers * centers, axis=1)[None, :])
+    centers = x[peer_numerics.kmeans_plusplus(key, x, num_components)]
+    d2 = peer_numerics.sq_distances(x, centers)
     return jax.nn.one_hot(jnp.argmin(d2, axis=1), num_components, dtype=x.dtype)
   r = jax.random.uniform(key, (n, num_components), dtype=x.dtype)
   return r / jnp.sum(r, axis=1, keepdims=True)
@@ -282,7 +263,7 @@ _GMM_STATIC = ("num_classes", "num_components", "max_iter", "tol", "reg_covar", 
 def _nleep_kernel(x, y, key, *, num_classes, num_components, pca_dim, max_iter, tol, reg_covar,
                   init):
   """N-LEEP with a static PCA width (the traceable path)."""
-  return _gmm_leep(_gbc.pca_project(x, pca_dim), y, key, num_classes=num_classes,
+  return _gmm_leep(peer_numerics.pca_project(x, pca_dim), y, key, num_classes=num_classes,
                    num_components=num_components, max_iter=max_iter, tol=tol,
                    reg_covar=reg_covar, init=init)
 
@@ -295,14 +276,14 @@ def _project_padded(x, axes, k_keep, *, pca_dim):
   nearby dimensions share one compiled mixture fit; the fit's program depends on ``(n, pca_dim)``
   only, not on the feature width.
   """
-  xp = _gbc.pca_project(x, pca_dim, axes)
+  xp = peer_numerics.pca_project(x, pca_dim, axes)
   return jnp.where(jnp.arange(pca_dim) < k_keep, xp, 0.0)
 
 
 _gmm_leep_jit = jax.jit(_gmm_leep, static_argnames=_GMM_STATIC)
 
 
-_pca_eigh_jit = jax.jit(_gbc.pca_eigh)
+_pca_eigh_jit = jax.jit(peer_numerics.pca_eigh)
 
 
 def num_components_for_variance(evals, variance: float) -> int:
@@ -398,3 +379,17 @@ def nleep(features, labels, *, key=None, variance: float = 0.8, pca_dim: int | N
         "covariance is not positive definite). Pass float64 features (jax_enable_x64), "
         "standardise the features, or raise reg_covar.")
   return score
+
+
+registry.register_metric(
+    "leep", leep, consumes="source_probs", vmappable=True,
+    description="LEEP: log expected empirical prediction of the source classifier's "
+                "probabilities (Nguyen et al., ICML 2020)")
+registry.register_metric(
+    "nce", nce, consumes="source_labels", vmappable=True,
+    description="NCE: minus the conditional entropy of target labels given the source "
+                "model's hard predictions (Tran et al., ICCV 2019)")
+registry.register_metric(
+    "nleep", nleep, vmappable=False,
+    description="N-LEEP: LEEP on the posteriors of a Gaussian mixture fitted to PCA features "
+                "(Li et al., CVPR 2021); a fixed default key")

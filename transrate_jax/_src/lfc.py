@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
@@ -75,3 +76,9 @@ def lfc(features, labels, *, num_classes: int | None = None) -> jax.Array:
   validation.check_class_structure(labels, c, metric="LFC")
   validation.check_not_constant(x, metric="LFC")
   return _lfc_kernel(x, y, num_classes=c)
+
+
+registry.register_metric(
+    "lfc", lfc, vmappable=True,
+    description="LFC: agreement of the feature Gram matrix with the label Gram matrix "
+                "(Deshpande et al., 2021)")

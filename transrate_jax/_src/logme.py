@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,7 @@ import numpy as np
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 # Static configuration of the fixed point per preset:
@@ -370,9 +372,28 @@ def _check_regression_targets(targets, n):
   return targets[:, None] if targets.ndim == 1 else targets
 
 
-def logme(features, targets, *, regression: bool = False, num_classes: int | None = None,
-          preset: str | None = None, max_iter: int | None = None, tol: float | None = None,
-          return_info: bool = False):
+class LogMEDetails(NamedTuple):
+  """:func:`logme_details`: the score and the fixed point behind it.
+
+  Attributes:
+    score: the LogME score (what :func:`logme` returns).
+    converged: bool, every target column met the tolerance.
+    iterations: int, fixed-point iterations run.
+    evidence: [T] the maximum log evidence per sample of each target column (L / N).
+    alpha: [T] the maximising prior precision of each column.
+    beta: [T] the maximising noise precision of each column.
+  """
+  score: jax.Array
+  converged: jax.Array
+  iterations: jax.Array
+  evidence: jax.Array
+  alpha: jax.Array
+  beta: jax.Array
+
+
+def logme(features, labels, *, regression: bool = False, num_classes: int | None = None,
+          preset: str | None = None, max_iter: int | None = None,
+          tol: float | None = None) -> jax.Array:
   """LogME: mean over target columns of the maximum log evidence per sample (higher is better).
 
   For each target column ``y`` (the indicator ``labels == c`` of each class ``c`` for
@@ -423,7 +444,7 @@ def logme(features, targets, *, regression: bool = False, num_classes: int | Non
 
   Args:
     features: [N, D] float features.
-    targets: [N] int class labels in ``0..C-1`` (classification), or with ``regression=True``
+    labels: [N] int class labels in ``0..C-1`` (classification), or with ``regression=True``
       [N] or [N, k] float targets.
     regression: targets are real-valued columns.
     num_classes: static number of classes C (required under ``jit``/``vmap`` with traced labels);
@@ -432,16 +453,29 @@ def logme(features, targets, *, regression: bool = False, num_classes: int | Non
     max_iter: maximum fixed-point iterations (default 100; presets 11).
     tol: relative tolerance on ``a / b`` (default 1e-10 in float64, 1e-5 in float32; presets as
       above).
-    return_info: also return a dict with ``converged`` (bool, every column met the tolerance),
-      ``iterations`` (int), and per column ``evidence`` (L / N), ``alpha``, ``beta`` ([T]).
 
   Returns:
-    The score (scalar, the features' float dtype), or ``(score, info)`` with ``return_info``.
+    The score (scalar, the features' float dtype). The fixed point (``alpha``, ``beta``,
+    convergence) comes from :func:`logme_details`.
 
   Example:
-    >>> score = logme(features, labels)                         # doctest: +SKIP
-    >>> score, info = logme(features, labels, return_info=True)  # doctest: +SKIP
+    >>> score = logme(features, labels)                # doctest: +SKIP
+    >>> details = logme_details(features, labels)      # doctest: +SKIP
+    >>> details.alpha, details.converged               # doctest: +SKIP
   """
+  return logme_details(features, labels, regression=regression, num_classes=num_classes,
+                       preset=preset, max_iter=max_iter, tol=tol).score
+
+
+def logme_details(features, labels, *, regression: bool = False, num_classes: int | None = None,
+                  preset: str | None = None, max_iter: int | None = None,
+                  tol: float | None = None) -> LogMEDetails:
+  """:func:`logme` with its fixed point: a :class:`LogMEDetails`.
+
+  Same arguments, validation and numerics as :func:`logme`; works under ``jit`` and ``vmap`` (a
+  NamedTuple of arrays).
+  """
+  targets = labels
   if preset not in _PRESETS:
     raise ValueError(f"preset must be None, 'thuml' or 'tllib'; got {preset!r}.")
   features = validation.check_features(features)
@@ -484,4 +518,11 @@ def logme(features, targets, *, regression: bool = False, num_classes: int | Non
         f"LogME preset {preset!r}: the public fixed point breaks down on these features in "
         f"{features.dtype} (a non-finite evidence); use preset=None (exact, scale and "
         "offset robust) or float64 features.")
-  return (score, info) if return_info else score
+  return LogMEDetails(score=score, converged=info["converged"], iterations=info["iterations"],
+                      evidence=info["evidence"], alpha=info["alpha"], beta=info["beta"])
+
+
+registry.register_metric(
+    "logme", logme, vmappable=True,
+    description="LogME: maximum log evidence of a Bayesian linear model on the features "
+                "(You et al., ICML 2021)")

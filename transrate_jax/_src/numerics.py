@@ -185,3 +185,30 @@ def bucket(size: int, *, minimum: int = 1, steps: int = 1) -> int:
   octave = 1 << ((size - 1).bit_length() - 1)  # 2^(j-1) < size <= 2^j
   step = max(1, octave // steps)
   return -(-size // step) * step
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend policy for batched factorisations.
+
+
+def one_matrix_per_program() -> bool:
+  """Whether each compiled program may score only one matrix (True on the CPU backend).
+
+  XLA's CPU runtime can deadlock (every thread idle, the result never ready) on a program that
+  holds several large batched LAPACK factorisations, as a ``vmap`` over a stack of TransRate
+  problems with n >~ 2000 does (jax/jaxlib 0.10.2; the same was seen with LU). On CPU
+  each matrix of a stack is therefore scored by its own call of an unbatched program, compiled once
+  per padded shape: the same few compilations, no deadlock, and the CPU has no parallel lanes
+  for a batch to fill anyway. GPUs and TPUs keep the single batched program.
+  """
+  return jax.default_backend() == "cpu"
+
+
+def one_at_a_time(single):
+  """``run(stack, dims)`` from ``single(matrix, dim)``, one call per matrix of the stack."""
+
+  def run(stack, dims):
+    # Results come back to the host: indexing them there compiles nothing.
+    return np.stack([np.asarray(single(stack[i], dims[i])) for i in range(stack.shape[0])])
+
+  return run

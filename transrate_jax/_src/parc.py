@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transrate_jax._src import gbc as _gbc
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
@@ -38,7 +38,7 @@ def _parc_kernel(x, y, *, num_classes, pca_dim):
   # PARC is invariant to offset and scale (standardised components): centre with a shift and
   # bring to unit size first, exactly (power of two), so the scatter cannot overflow.
   x, _ = peer_numerics.normalise(peer_numerics.centre(x))
-  z = _gbc.pca_project(x, pca_dim)
+  z = peer_numerics.pca_project(x, pca_dim)
   # StandardScaler (zero-variance columns keep scale 1).
   z = z - jnp.mean(z, axis=0)
   std = jnp.sqrt(jnp.mean(z * z, axis=0))
@@ -110,3 +110,9 @@ def parc(features, labels, *, pca_dim: int = 32, num_classes: int | None = None)
   validation.check_class_structure(labels, c, metric="PARC", singletons_ok=False)
   validation.check_not_constant(x, metric="PARC")
   return _parc_kernel(x, y, num_classes=c, pca_dim=k)
+
+
+registry.register_metric(
+    "parc", parc, vmappable=True,
+    description="PARC: Spearman correlation of the feature and label distance matrices "
+                "(Bolya et al., NeurIPS 2021)")

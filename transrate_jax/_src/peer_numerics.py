@@ -1,10 +1,13 @@
-"""Scale normalisation shared by the peer metrics (LogME, H-scores, LFC, SFDA, GBC, PARC).
+"""Numerics shared by the peer metrics: scale normalisation, exact PCA, k-means++ seeding.
 
 Many transferability scores are invariant to rescaling the features, ``score(s F) = score(F)``,
 but their float32 evaluation is not: products such as ``F^T F`` overflow (|F| ~ 1e19) or
 underflow (|F| ~ 1e-19) long before the inputs do, and fourth powers (Ledoit-Wolf) twice as
 early. Dividing by a *power of two* near ``max |F|`` first changes no bit of the mantissas (the
 division is exact), so the normalised computation is the same computation on data of unit size.
+
+The exact PCA (GBC, N-LEEP, PARC), squared distances and k-means++ seeding (N-LEEP, the k-means
+quantisation of regression targets) have their one home here too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from transrate_jax._src import numerics
+
+HIGHEST = numerics.HIGHEST
 
 
 def pow2_above(m: jax.Array) -> jax.Array:
@@ -68,3 +73,77 @@ def centre(x: jax.Array) -> jax.Array:
   z = numerics.center(x, axis=0)
   tiny = jnp.finfo(x.dtype).eps / 16 * jnp.max(jnp.abs(x), axis=0)
   return jnp.where(jnp.max(jnp.abs(z), axis=0) <= tiny, 0.0, z).astype(x.dtype)
+
+
+def pca_eigh(x: jax.Array):
+  """Exact PCA of the rows of ``x``: mean, variances and principal axes, largest first.
+
+  The smaller side is factorised: the ``[d, d]`` scatter matrix when ``n >= d``, else the
+  ``[n, n]`` Gram matrix. Signs follow scikit-learn >= 1.5 (``svd_flip(u_based_decision=False)``):
+  the entry of largest magnitude in each axis is positive.
+
+  Args:
+    x: [n, d] float.
+
+  Returns:
+    ``(mean [d], eigenvalues [r], axes [d, r])`` with ``r = min(n, d)``; eigenvalues are those of
+    the scatter ``(x - mean)^T (x - mean)`` (divide by ``n - 1`` for variances), descending,
+    clipped at zero.
+  """
+  n, d = x.shape
+  xc = numerics.center(x)  # shifted two-pass centring: a large offset does not cancel
+  mean = jnp.mean(x - xc, axis=0)
+  if n >= d:
+    evals, evecs = jnp.linalg.eigh(numerics.symmetrize(numerics.covariance(xc)))
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+  else:
+    evals, u = jnp.linalg.eigh(numerics.symmetrize(numerics.gram(xc)))
+    evals, u = evals[::-1], u[:, ::-1]
+    cutoff = evals[0] * max(n, d) * jnp.finfo(x.dtype).eps
+    keep = evals > cutoff
+    inv_s = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, evals, 1.0)), 0.0)
+    evecs = jnp.matmul(xc.T, u, precision=HIGHEST) * inv_s
+  evals = jnp.maximum(evals, 0.0)
+  r = min(n, d)
+  evals, evecs = evals[:r], evecs[:, :r]
+  pivot = jnp.argmax(jnp.abs(evecs), axis=0)
+  signs = jnp.sign(evecs[pivot, jnp.arange(r)])
+  evecs = evecs * jnp.where(signs == 0, 1.0, signs).astype(evecs.dtype)
+  return mean, evals, evecs
+
+
+def pca_project(x: jax.Array, k: int, axes: jax.Array | None = None) -> jax.Array:
+  """``(x - mean) @ axes[:, :k]``: the first ``k`` exact principal components ([n, d] -> [n, k]).
+
+  ``x`` is centred with a shift (:func:`numerics.center`); ``axes`` ([d, >= k]) defaults to
+  those of :func:`pca_eigh`.
+  """
+  if axes is None:
+    _, _, axes = pca_eigh(x)
+  return jnp.matmul(numerics.center(x), axes[:, :k], precision=HIGHEST)
+
+
+def sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
+  """``|x_i - c_j|^2`` [n, k] for ``x`` [n, p] and ``centres`` [k, p], clipped at 0."""
+  cross = numerics.matmul_nt(x, centres)
+  d2 = jnp.sum(x * x, 1)[:, None] - 2.0 * cross + jnp.sum(centres * centres, 1)[None, :]
+  return jnp.maximum(d2, 0.0)
+
+
+def kmeans_plusplus(key: jax.Array, x: jax.Array, num_components: int) -> jax.Array:
+  """Indices [K] of k-means++ seeds (D^2 sampling) among the rows of ``x``."""
+  n = x.shape[0]
+  key0, key = jax.random.split(key)
+  first = jax.random.randint(key0, (), 0, n, dtype=jnp.int32)
+  idx = jnp.zeros(num_components, jnp.int32).at[0].set(first)
+  d2 = jnp.sum((x - x[first]) ** 2, axis=1)
+
+  def body(j, carry):
+    idx, d2 = carry
+    logits = jnp.where(d2 > 0, jnp.log(jnp.where(d2 > 0, d2, 1.0)), -jnp.inf)
+    logits = jnp.where(jnp.any(d2 > 0), logits, 0.0)
+    i = jax.random.categorical(jax.random.fold_in(key, j), logits).astype(jnp.int32)
+    return idx.at[j].set(i), jnp.minimum(d2, jnp.sum((x - x[i]) ** 2, axis=1))
+
+  idx, _ = jax.lax.fori_loop(1, num_components, body, (idx, d2))
+  return idx

@@ -1,31 +1,164 @@
-"""Registers the peer metrics with the batched sweep (``score_many``, ``layer_sweep``).
+"""The metric registry: one description per metric, declared next to the metric.
 
-TransRate registers itself in ``sweep``. Every metric here is higher-is-better and called as
-``fn(features [n, d], labels, **kwargs)``; for LEEP the "features" are the source model's class
-probabilities [n, Cs]. NCE takes hard source predictions [n], not features, so it is not here.
+Every metric module ends with one :func:`register_metric` call; ``score_many``, ``layer_sweep``,
+``rank_models``, the command line's ``--metric``, the demo and the benchmark protocol all read
+their list from here, and nothing else keeps one. A metric of the family ``consumes`` is called as
+
+* ``"features"``: ``fn(features [n, d], labels [n], *, num_classes=None, **options)``;
+* ``"source_probs"``: ``fn(source_probs [n, Cs], labels [n], *, num_classes=None, **options)``,
+  the source model's class probabilities on the target samples (LEEP);
+* ``"source_labels"``: ``fn(source_labels [n] int, labels [n], *, num_classes=None, **options)``,
+  the source model's hard predictions (NCE);
+
+and returns a scalar ``jax.Array``, higher is better. Every metric runs with no keywords (one that
+draws random numbers takes a fixed default key). Extras beyond the score (LogME's ``alpha`` and
+``beta``, the Ledoit-Wolf shrinkage) come from a separate ``*_details`` function, never from a flag
+that changes the return type.
 """
 
-from transrate_jax._src import gbc
-from transrate_jax._src import hscore
-from transrate_jax._src import leep
-from transrate_jax._src import lfc
-from transrate_jax._src import logme
-from transrate_jax._src import parc
-from transrate_jax._src import sfda
-from transrate_jax._src import sweep
+from __future__ import annotations
 
-# name, function, can be vmapped over a stack of same-width feature matrices.
-_PEERS = (
-    ("logme", logme.logme, True),
-    ("hscore", hscore.hscore, True),
-    ("regularized_hscore", hscore.regularized_hscore, True),
-    ("leep", leep.leep, True),
-    ("nleep", leep.nleep, False),  # the PCA width is read from the data (two programs)
-    ("gbc", gbc.gbc, True),
-    ("lfc", lfc.lfc, True),
-    ("sfda", sfda.sfda, True),
-    ("parc", parc.parc, True),
-)
+import dataclasses
+import inspect
+from typing import Any, Callable, Dict, Mapping, Optional
 
-for _name, _fn, _vmappable in _PEERS:
-  sweep.register_metric(_name, _fn, vmappable=_vmappable, zero_pad_exact=False, overwrite=True)
+CONSUMES = ("features", "source_probs", "source_labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """The description of one registered metric.
+
+  Attributes:
+    name: the registry key (``score_many("logme", ...)``, ``--metric logme``).
+    fn: the public, validating function (see the module docstring for its signature).
+    consumes: "features", "source_probs" or "source_labels": what the first argument is.
+    description: one line for tables, ``--help`` and the README.
+    options: the metric's keyword options and their defaults (read from ``fn``'s keyword-only
+      parameters, ``num_classes`` excluded): the only keywords ``metric_options`` may pass it.
+    vmappable: ``jax.vmap(lambda f: fn(f, labels, **options))`` works over a stack of inputs of
+      one shape (labels concrete, ``num_classes`` static).
+    zero_pad_exact: appending zero feature columns leaves the score unchanged (to round-off), so
+      a sweep may pad widths to shared buckets.
+    batched: optional ``batched(labels, n, **options) -> run`` factory for the sweep: it
+      validates once and returns ``run(stack [k, n, D], dims [k] int32) -> [k, ...]`` given the
+      true widths; ``run`` may carry ``run.padded_width(width, padded) -> int``. Without it the
+      sweep ``vmap``-s ``fn``.
+    bytes_per_item: optional ``bytes_per_item(n, width, itemsize) -> int``, the working memory of
+      one input in a batch (default ``itemsize * (4 n D + 3 min(n, D)^2)``).
+    open_options: ``fn`` takes ``**kwargs``, so any option is passed on unchecked.
+  """
+  name: str
+  fn: Callable[..., Any]
+  consumes: str = "features"
+  description: str = ""
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  vmappable: bool = True
+  zero_pad_exact: bool = False
+  batched: Optional[Callable[..., Callable]] = None
+  bytes_per_item: Optional[Callable[[int, int, int], int]] = None
+  open_options: bool = False
+
+  def check_options(self, options: Mapping[str, Any]) -> dict:
+    """``options`` as a dict, or a ValueError naming this metric and the unknown keys."""
+    unknown = sorted(set(options) - set(self.options))
+    if unknown and not self.open_options:
+      known = ", ".join(sorted(self.options)) or "none"
+      raise ValueError(f"metric {self.name!r} has no option(s) {unknown}; its options: {known}.")
+    return dict(options)
+
+
+_REGISTRY: Dict[str, Metric] = {}
+
+
+def _options_of(fn) -> tuple:
+  """``({option: default}, takes **kwargs)``: ``fn``'s keyword-only parameters but ``num_classes``."""
+  try:
+    params = list(inspect.signature(fn).parameters.values())
+  except (TypeError, ValueError):
+    return {}, True
+  options = {p.name: p.default for p in params
+             if p.kind is p.KEYWORD_ONLY and p.name != "num_classes"}
+  return options, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "features",
+                    description: str = "", vmappable: bool = True, zero_pad_exact: bool = False,
+                    batched: Optional[Callable] = None, bytes_per_item: Optional[Callable] = None,
+                    overwrite: bool = False) -> Metric:
+  """Adds a metric to the registry (``score_many``, ``layer_sweep``, the CLI, the demo).
+
+  Args:
+    name: the registry key.
+    fn: ``fn(x, labels, *, num_classes=None, **options) -> scalar``, higher is better, runnable
+      with no keywords; its keyword-only parameters are the metric's options.
+    consumes: what ``x`` is: "features" [n, d], "source_probs" [n, Cs] or "source_labels" [n].
+    description: one line saying what the metric measures.
+    vmappable: whether ``fn`` can be ``jax.vmap``-ped over a stack of inputs (labels fixed).
+    zero_pad_exact: whether zero feature columns leave the score unchanged (the contract test
+      checks the claim).
+    batched: optional batched factory, see :class:`Metric`.
+    bytes_per_item: optional memory estimate, see :class:`Metric`.
+    overwrite: replace an existing entry instead of raising.
+
+  Returns:
+    The registered :class:`Metric`.
+
+  Raises:
+    ValueError: ``name`` is taken and ``overwrite`` is False, or ``consumes`` is unknown.
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"a metric name must be a non-empty string; got {name!r}.")
+  if name in _REGISTRY and not overwrite:
+    raise ValueError(f"metric {name!r} is already registered; pass overwrite=True to replace it.")
+  if consumes not in CONSUMES:
+    raise ValueError(f"consumes must be one of {CONSUMES}; got {consumes!r}.")
+  if not callable(fn):
+    raise ValueError(f"fn must be callable; got {fn!r}.")
+  options, open_options = _options_of(fn)
+  metric = Metric(name=name, fn=fn, consumes=consumes, description=description, options=options,
+                  vmappable=vmappable, zero_pad_exact=zero_pad_exact, batched=batched,
+                  bytes_per_item=bytes_per_item, open_options=open_options)
+  _REGISTRY[name] = metric
+  return metric
+
+
+def unregister_metric(name: str) -> None:
+  """Removes a registered metric (a test that registers one removes it again)."""
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown metric {name!r}; registered: {registered_metrics()}.")
+  del _REGISTRY[name]
+
+
+def registered_metrics(consumes: Optional[str] = None) -> tuple:
+  """Names of the registered metrics, sorted; only those of one family with ``consumes``."""
+  if consumes is not None and consumes not in CONSUMES:
+    raise ValueError(f"consumes must be one of {CONSUMES}; got {consumes!r}.")
+  return tuple(sorted(k for k, m in _REGISTRY.items()
+                      if consumes is None or m.consumes == consumes))
+
+
+def get_metric(metric) -> Metric:
+  """The :class:`Metric` for a registered name, a :class:`Metric`, or a plain callable.
+
+  A plain callable is a feature metric, vmappable, not zero-pad exact; its keyword-only
+  parameters are its options.
+  """
+  if isinstance(metric, Metric):
+    return metric
+  if isinstance(metric, str):
+    if metric not in _REGISTRY:
+      raise ValueError(f"unknown metric {metric!r}; registered: {registered_metrics()}.")
+    return _REGISTRY[metric]
+  if callable(metric):
+    options, open_options = _options_of(metric)
+    return Metric(name=getattr(metric, "__name__", "metric"), fn=metric, options=options,
+                  open_options=open_options)
+  raise ValueError(f"metric must be a registered name or a callable; got {metric!r}.")
+
+
+def describe_metrics() -> list:
+  """``[{"name", "consumes", "description", "options", "vmappable", "zero_pad_exact"}]``."""
+  return [{"name": m.name, "consumes": m.consumes, "description": m.description,
+           "options": dict(m.options), "vmappable": m.vmappable,
+           "zero_pad_exact": m.zero_pad_exact} for m in (_REGISTRY[k] for k in registered_metrics())]

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from transrate_jax._src import numerics
-from transrate_jax._src import transrate as transrate_lib
+from transrate_jax._src import peer_numerics
+from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
 
 METHODS = ("quantile", "uniform", "kmeans")
@@ -107,42 +108,19 @@ def _uniform_bins(t: jax.Array, *, bins: int) -> jax.Array:
   return jnp.clip(b, 0, bins - 1)
 
 
-def _sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
-  """``|x_i - c_j|^2`` [n, k] for ``x`` [n, p] and ``centres`` [k, p], clipped at 0."""
-  cross = numerics.matmul_nt(x, centres)
-  d2 = jnp.sum(x * x, 1)[:, None] - 2.0 * cross + jnp.sum(centres * centres, 1)[None, :]
-  return jnp.maximum(d2, 0.0)
-
-
 def _kmeans_bins(x: jax.Array, key: jax.Array, *, bins: int, iterations: int) -> jax.Array:
   """k-means++ seeding then ``iterations`` Lloyd steps on ``x`` [n, p]; labels [n] int32."""
-  n, p = x.shape
-  key, sub = jax.random.split(key)
-  first = jax.random.randint(sub, (), 0, n)
-  centres = jnp.zeros((bins, p), x.dtype).at[0].set(x[first])
-  d2 = jnp.sum((x - x[first]) ** 2, axis=1)
-
-  def seed_step(j, carry):
-    centres, d2, key = carry
-    key, sub = jax.random.split(key)
-    # Sample the next centre with probability proportional to d2 (uniformly if all are 0).
-    logits = jnp.where(jnp.sum(d2) > 0, jnp.log(d2), 0.0)
-    idx = jax.random.categorical(sub, logits)
-    centres = centres.at[j].set(x[idx])
-    d2 = jnp.minimum(d2, jnp.sum((x - x[idx]) ** 2, axis=1))
-    return centres, d2, key
-
-  centres, _, _ = jax.lax.fori_loop(1, bins, seed_step, (centres, d2, key))
+  centres = x[peer_numerics.kmeans_plusplus(key, x, bins)]
 
   def lloyd_step(_, centres):
-    labels = jnp.argmin(_sq_distances(x, centres), axis=1)
+    labels = jnp.argmin(peer_numerics.sq_distances(x, centres), axis=1)
     onehot = jax.nn.one_hot(labels, bins, dtype=x.dtype)  # [n, k]
     counts = jnp.sum(onehot, axis=0)
     sums = numerics.matmul_tn(onehot, x)  # [k, p]
     return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centres)
 
   centres = jax.lax.fori_loop(0, iterations, lloyd_step, centres)
-  return jnp.argmin(_sq_distances(x, centres), axis=1).astype(jnp.int32)
+  return jnp.argmin(peer_numerics.sq_distances(x, centres), axis=1).astype(jnp.int32)
 
 
 def _standardize(t: jax.Array) -> jax.Array:
@@ -287,7 +265,7 @@ def quantize_targets(targets, *, bins: int = 10, method: Optional[str] = None, k
 
 
 def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
-                   config: transrate_lib.Config, num_classes: Tuple[int, ...],
+                   config: kernel.Config, num_classes: Tuple[int, ...],
                    eps_vector: bool):
   """TransRate of ``features`` for each of k label columns, with ``R(Z)`` computed once.
 
@@ -306,18 +284,18 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
     [k] (or [k, E]) scores.
   """
   n = features.shape[0]
-  z = transrate_lib.preprocess(features, config)
+  z = kernel.preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
-  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector, dim=dim)
+  total, lam = kernel.total_rate(z, eps, config=config, eps_vector=eps_vector, dim=dim)
   scores = []
   for j, c in enumerate(num_classes):
     counts = jnp.zeros((c,), z.dtype).at[labels[j]].add(1.0)
-    weights = transrate_lib.class_weights(counts, n, config.weighting)
-    cond = transrate_lib.class_terms_blocks(
+    weights = kernel.class_weights(counts, n, config.weighting)
+    cond = kernel.class_terms_blocks(
         z, weights, counts, index_blocks[j], class_ids[j], eps, eps_vector=eps_vector, dim=dim)
-    cond = cond + transrate_lib.full_class_weight(weights, counts, n) * total
+    cond = cond + kernel.full_class_weight(weights, counts, n) * total
     scores.append(total - cond)
-  return transrate_lib.rank_normalized(jnp.stack(scores), lam, dim, config)
+  return kernel.rank_normalized(jnp.stack(scores), lam, dim, config)
 
 
 def _with_mean(kernel):
@@ -394,7 +372,7 @@ def transrate_regression(features, targets, *, bins: int = 10, method: Optional[
   """
   if method is None:
     method = "quantile" if np.ndim(targets) == 1 else "kmeans"
-  config = transrate_lib.resolve_config(weighting, preset)
+  config = kernel.resolve_config(weighting, preset)
   f = validation.check_features(features)
   eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   _check_bins(bins, method, iterations)
@@ -406,7 +384,7 @@ def transrate_regression(features, targets, *, bins: int = 10, method: Optional[
   labels = quantize_targets(targets, bins=bins, method=method, key=key, iterations=iterations)
   columns = labels[:, None] if labels.ndim == 1 else labels
   num_classes = tuple(int(columns[:, j].max()) + 1 for j in range(columns.shape[1]))
-  plans = [transrate_lib.make_block_plan(columns[:, j], c, f.shape[1])
+  plans = [kernel.make_block_plan(columns[:, j], c, f.shape[1])
            for j, c in enumerate(num_classes)]
   index_blocks = tuple(p[0] for p in plans)
   class_ids = tuple(p[1] for p in plans)
@@ -428,7 +406,7 @@ def _multilabel_layout(n: int, d: int, num_labels: int) -> str:
   from their eigenvalues with the rank bound ``min(n_c, d)`` (a label's classes can have any size).
   """
   del num_labels
-  return "gram" if transrate_lib.gram_side(n, d) else "cov"
+  return "gram" if kernel.gram_side(n, d) else "cov"
 
 
 def _label_batch(layout: str, n: int, d: int, itemsize: int, num_labels: int) -> int:
@@ -462,7 +440,7 @@ def minority_rows(label_matrix: np.ndarray) -> np.ndarray:
 
 
 def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
-                      config: transrate_lib.Config, eps_vector: bool,
+                      config: kernel.Config, eps_vector: bool,
                       batch_size: Optional[int] = None):
   """Binary TransRate of every label column; pure and traceable.
 
@@ -493,9 +471,9 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
   """
   n, d = features.shape
   num_labels = label_matrix.shape[1]
-  z = transrate_lib.preprocess(features, config)
+  z = kernel.preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
-  total, lam = transrate_lib.total_rate(z, eps, config=config, eps_vector=eps_vector, dim=dim)
+  total, lam = kernel.total_rate(z, eps, config=config, eps_vector=eps_vector, dim=dim)
   masks = (label_matrix != 0).astype(z.dtype).T  # [L, n]
   layout = _multilabel_layout(n, d, num_labels)
   if batch_size is None:
@@ -514,7 +492,7 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
       m0 = 1.0 - m
       mats = jnp.stack([shared * m[:, None] * m[None, :], shared * m0[:, None] * m0[None, :]])
       counts = jnp.stack([n1, n0])
-      terms = transrate_lib.half_logdet(mats, transrate_lib.safe_inverse(counts), eps,
+      terms = kernel.half_logdet(mats, kernel.safe_inverse(counts), eps,
                                         eps_vector=eps_vector)  # [2] (or [2, E]): class 1, 0
     else:
       one_is_minority = n1 <= n0
@@ -524,18 +502,18 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
       else:
         s_min = numerics.matmul_tn(z * m_min[:, None], z)
       counts = jnp.stack([jnp.minimum(n1, n0), jnp.maximum(n1, n0)])
-      terms = transrate_lib.half_logdet(jnp.stack([s_min, shared - s_min]),
-                                        transrate_lib.safe_inverse(counts), eps,
+      terms = kernel.half_logdet(jnp.stack([s_min, shared - s_min]),
+                                        kernel.safe_inverse(counts), eps,
                                         eps_vector=eps_vector,
                                         rank=jnp.minimum(counts, dim).astype(jnp.int32))
       terms = jnp.where(one_is_minority, terms, terms[::-1])  # class 1, class 0
       counts = jnp.stack([n1, n0])
-    weights = transrate_lib.class_weights(counts, n, config.weighting)
+    weights = kernel.class_weights(counts, n, config.weighting)
     score = total - jnp.tensordot(weights, terms, axes=(0, 0))
     return jnp.where((n1 > 0) & (n0 > 0), score, jnp.zeros_like(score))
 
   scores = jax.lax.map(one_label, (masks, minority), batch_size=min(batch_size, num_labels))
-  return transrate_lib.rank_normalized(scores, lam, dim, config)
+  return kernel.rank_normalized(scores, lam, dim, config)
 
 
 _multilabel_jit = jax.jit(_with_mean(multilabel_kernel),
@@ -589,7 +567,7 @@ def transrate_multilabel(features, label_matrix, *, eps=1e-4, weighting: Optiona
   Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022 (the binary
   metric; the averaging over labels is ours).
   """
-  config = transrate_lib.resolve_config(weighting, preset)
+  config = kernel.resolve_config(weighting, preset)
   f = validation.check_features(features)
   eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   shape = np.shape(label_matrix)

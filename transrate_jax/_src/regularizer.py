@@ -13,7 +13,7 @@ Gradient, for ``a = 1 / (m eps)`` and ``Z`` with ``m`` rows:
 
 a Cholesky solve on the side where the term's matrix has full rank (the float32 policy,
 docs/numerics.md: the Gram side iff ``m <= d``), with the factor the value already computed. With
-traced labels the classes are laid out as :func:`transrate_lib.dense_layout` says: classes with
+traced labels the classes are laid out as :func:`kernel.dense_layout` says: classes with
 ``n_c <= d`` share one ``n x n`` Gram matrix masked to its class-diagonal blocks (its Cholesky
 factor is block diagonal too, so a single solve gives every such class's gradient) or per-class
 row blocks, and the few classes that can have ``n_c > d`` get ``d x d`` covariance slots. When
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from transrate_jax._src import numerics
-from transrate_jax._src import transrate as transrate_lib
+from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
 
 GRADIENTS = ("analytic", "autodiff")
@@ -57,12 +57,12 @@ def _spd_inverse_from_chol(chol: jax.Array) -> jax.Array:
 
 def _forced_layout(class_layout, num_classes: int):
   """A test's forced class layout: True (masked Gram, every class), False (C covariances), or a
-  :class:`transrate_lib.DenseLayout`."""
-  if isinstance(class_layout, transrate_lib.DenseLayout):
+  :class:`kernel.DenseLayout`."""
+  if isinstance(class_layout, kernel.DenseLayout):
     return class_layout
   if class_layout:
-    return transrate_lib.DenseLayout("masked", 0, None)
-  return transrate_lib.DenseLayout(None, num_classes, 0)
+    return kernel.DenseLayout("masked", 0, None)
+  return kernel.DenseLayout(None, num_classes, 0)
 
 
 def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with_grad: bool,
@@ -70,8 +70,8 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
   """The loss ``-TrR`` and, with ``with_grad``, ``dL/dZ`` ([n, d]) and the centred ``Z``.
 
   Every term is on its full-rank side (docs/numerics.md): ``R(Z)`` on the Gram side iff
-  ``n <= d`` (its ones null direction filled, :func:`transrate_lib.fill_centring_null`), the
-  classes as :func:`transrate_lib.dense_layout` lays them out (Gram side for ``n_c <= d``,
+  ``n <= d`` (its ones null direction filled, :func:`kernel.fill_centring_null`), the
+  classes as :func:`kernel.dense_layout` lays them out (Gram side for ``n_c <= d``,
   covariance slots for the few classes that can have ``n_c > d``), a class holding every row as
   ``R(Z)``.
 
@@ -93,21 +93,21 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
   dtype = features.dtype
   z = numerics.center(features, axis=0)
   counts = jnp.zeros((num_classes,), dtype).at[labels].add(1.0)
-  weights = transrate_lib.class_weights(counts, n, weighting)  # [C]
-  inv = transrate_lib.safe_inverse(counts)  # [C], 1 / n_c (0 if empty)
+  weights = kernel.class_weights(counts, n, weighting)  # [C]
+  inv = kernel.safe_inverse(counts)  # [C], 1 / n_c (0 if empty)
   a_total = 1.0 / (n * eps)
 
   if layout is None:
-    total_gram = transrate_lib.gram_side(n, d)
-    plan = transrate_lib.dense_layout(n, d, num_classes)
+    total_gram = kernel.gram_side(n, d)
+    plan = kernel.dense_layout(n, d, num_classes)
   else:
     total_gram, plan = layout[0], _forced_layout(layout[1], num_classes)
-  small, large = transrate_lib.dense_class_sets(counts, n, plan)
+  small, large = kernel.dense_class_sets(counts, n, plan)
   g = numerics.gram(z) if (total_gram or plan.small == "masked") else None
 
   # R(Z): 1/2 logdet(I + a Z^T Z), Gram (null direction filled) or covariance side.
   if total_gram:
-    filled, gamma = transrate_lib.fill_centring_null(g)
+    filled, gamma = kernel.fill_centring_null(g)
     chol_t = _cholesky(jnp.eye(n, dtype=dtype) + a_total * filled)
     rate_total = jnp.sum(_half_logdet_from_chol(chol_t)) - 0.5 * jnp.log1p(a_total * gamma)
   else:
@@ -115,23 +115,23 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
     rate_total = jnp.sum(_half_logdet_from_chol(chol_t))
 
   # sum_c w_c R_c: a class holding every row is R(Z); the rest on their full-rank sides.
-  w_full = transrate_lib.full_class_weight(weights, counts, n)
+  w_full = kernel.full_class_weight(weights, counts, n)
   rate_class = w_full * rate_total
   if plan.small == "masked":
-    mat, row_small = transrate_lib.masked_class_gram(g, labels, small, inv)
+    mat, row_small = kernel.masked_class_gram(g, labels, small, inv)
     row_w = jnp.where(row_small, weights[labels], 0.0)  # [n]: w_c of each small row's class
     row_inv = jnp.where(row_small, inv[labels], 0.0)  # [n]: 1 / n_c of each small row's class
     chol_c = _cholesky(jnp.eye(n, dtype=dtype) + mat / eps)
     rate_class = rate_class + jnp.sum(row_w * _half_logdet_from_chol(chol_c))
   elif plan.small == "blocks":
-    blocks, idx, _ = transrate_lib.class_row_blocks(z, labels, counts, small, min(n, d))
+    blocks, idx, _ = kernel.class_row_blocks(z, labels, counts, small, min(n, d))
     b = blocks.shape[1]
     w_small = jnp.where(small, weights, 0.0)
     a_small = jnp.where(small, inv, 0.0) / eps
     chol_b = _cholesky(jnp.eye(b, dtype=dtype) + a_small[:, None, None] * numerics.gram(blocks))
     rate_class = rate_class + jnp.sum(w_small * jnp.sum(_half_logdet_from_chol(chol_b), axis=-1))
   if plan.large_slots:
-    ids, on, onehot, covs = transrate_lib.large_class_covs(z, labels, counts, large,
+    ids, on, onehot, covs = kernel.large_class_covs(z, labels, counts, large,
                                                            plan.large_slots)
     a_large = jnp.where(on, inv[ids], 0.0) / eps
     w_large = jnp.where(on, weights[ids], 0.0)
@@ -195,8 +195,8 @@ def _loss_analytic_jvp(num_classes, weighting, layout, primals, tangents):
 
 
 def _loss_autodiff(features, labels, eps, num_classes, weighting):
-  config = transrate_lib.Config(weighting=weighting)
-  return -transrate_lib.transrate_kernel(features, labels, None, None, features.shape[1], eps,
+  config = kernel.Config(weighting=weighting)
+  return -kernel.transrate_kernel(features, labels, None, None, features.shape[1], eps,
                                          config=config, num_classes=num_classes,
                                          eps_vector=False)
 
@@ -273,8 +273,8 @@ def transrate_loss(features, labels, *, num_classes: int, eps=1e-4, weighting: s
   Yu, Chan, You, Song and Ma, "Learning diverse and discriminative representations via the
   principle of maximal coding rate reduction", NeurIPS 2020.
   """
-  if weighting not in transrate_lib.WEIGHTINGS:
-    raise ValueError(f"weighting must be one of {transrate_lib.WEIGHTINGS}; got {weighting!r}.")
+  if weighting not in kernel.WEIGHTINGS:
+    raise ValueError(f"weighting must be one of {kernel.WEIGHTINGS}; got {weighting!r}.")
   if gradient not in GRADIENTS:
     raise ValueError(f"gradient must be one of {GRADIENTS}; got {gradient!r}.")
   if num_classes is None:

@@ -8,11 +8,12 @@ Flax is imported only when a model is captured.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from transrate_jax._src import registry
+from transrate_jax._src import report
 from transrate_jax._src import sweep
 
 
@@ -58,8 +59,6 @@ class SelectionResult:
 
   def table(self, sort_by: Optional[str] = None) -> str:
     """A plain-text table in natural order, or best first under ``sort_by``."""
-    from transrate_jax._src.cli import format_table  # noqa: PLC0415
-
     order = range(len(self.names)) if sort_by is None else [
         self.names.index(n) for n in self.ranking(sort_by)]
     ranks = {m: {self.names[i]: r for r, i in enumerate(
@@ -78,7 +77,7 @@ class SelectionResult:
         row["layer"] = self.layers[i]
       row.update({m: float(self.scores[m][i]) for m in self.metrics})
       rows.append(row)
-    return format_table(rows, columns)
+    return report.format_table(rows, columns)
 
   def __str__(self) -> str:
     return self.table()
@@ -97,7 +96,7 @@ class SelectionResult:
     Returns:
       The matplotlib ``Figure``.
     """
-    plt = _pyplot()
+    plt = report.pyplot()
     if ax is None:
       fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(self.names) + 2), 4.0))
     else:
@@ -122,39 +121,31 @@ class SelectionResult:
     return fig
 
 
-def _pyplot():
-  try:
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-  except ImportError:
-    raise ImportError("plotting needs matplotlib: pip install 'transrate_jax[plot]' "
-                      "(or pip install matplotlib)") from None
-  return plt
+def _metric_name(m) -> str:
+  return m if isinstance(m, str) else registry.get_metric(m).name
 
 
-def _split_metric_kwargs(metrics: Sequence, kwargs: Mapping[str, Any]) -> Dict[Any, dict]:
-  """Routes each keyword to the metrics whose function accepts it (an unused keyword raises)."""
-  routed = {m: {} for m in metrics}
-  used = set()
-  for m in metrics:
-    params = inspect.signature(sweep.get_metric(m).fn).parameters
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    for k, v in kwargs.items():
-      if k in params or accepts_any:
-        routed[m][k] = v
-        used.add(k)
-  unused = sorted(set(kwargs) - used)
-  if unused:
-    raise ValueError(f"keyword(s) {unused} are accepted by none of the metrics {list(metrics)}.")
+def _route_options(metrics: Sequence, metric_options: Optional[Mapping[str, Mapping]]) -> dict:
+  """``{metric name: options}``, each checked against that metric's own options."""
+  names = [_metric_name(m) for m in metrics]
+  metric_options = dict(metric_options or {})
+  stray = sorted(set(metric_options) - set(names))
+  if stray:
+    raise ValueError(f"metric_options names {stray}, which is not among the metrics {names}.")
+  routed = {}
+  for m, name in zip(metrics, names):
+    opts = metric_options.get(name, {})
+    if not isinstance(opts, Mapping):
+      raise ValueError(f"metric_options[{name!r}] must be a dict of options; got {opts!r}.")
+    routed[name] = registry.get_metric(m).check_options(opts)
   return routed
 
 
-def _metric_name(m) -> str:
-  return m if isinstance(m, str) else sweep.get_metric(m).name
-
-
 def score_features(features: Mapping[str, Any], labels, *, metrics=("transrate",),
-                   kind: str = "layer", layers: Optional[list] = None, progress: bool = True,
-                   **metric_kwargs) -> SelectionResult:
+                   metric_options: Optional[Mapping[str, Mapping]] = None,
+                   num_classes: Optional[int] = None, kind: str = "layer",
+                   layers: Optional[list] = None,
+                   progress: Optional[bool] = None) -> SelectionResult:
   """Scores ``{name: [n, d]}`` with each metric through :func:`score_many`; a SelectionResult."""
   if isinstance(metrics, str) or callable(metrics):
     metrics = (metrics,)
@@ -163,11 +154,13 @@ def score_features(features: Mapping[str, Any], labels, *, metrics=("transrate",
   if len(n) == 1 and np.shape(labels)[0] != next(iter(n)):
     raise ValueError(f"labels has {np.shape(labels)[0]} entries but the inputs have "
                      f"{next(iter(n))} samples.")
-  routed = _split_metric_kwargs(metrics, metric_kwargs)
+  routed = _route_options(metrics, metric_options)
   scores = {}
   for m in metrics:
-    out = sweep.score_many(m, features, labels, progress=progress, **routed[m])
-    scores[_metric_name(m)] = np.asarray([np.asarray(out[k]) for k in names], np.float64)
+    name = _metric_name(m)
+    out = sweep.score_many(m, features, labels, num_classes=num_classes, progress=progress,
+                           **routed[name])
+    scores[name] = np.asarray([np.asarray(out[k]) for k in names], np.float64)
   dims = [int(np.shape(features[k])[1]) for k in names]
   return SelectionResult(names=names, dims=dims, scores=scores, kind=kind, layers=layers)
 
@@ -183,9 +176,10 @@ def _check_lengths(inputs, labels):
 
 
 def layer_sweep(model, inputs, labels, *, variables=None, layers=None, metrics=("transrate",),
-                pool: Union[str, Callable] = "mean", batch_size: int = 256, progress: bool = True,
-                call_kwargs: Optional[Mapping[str, Any]] = None,
-                **metric_kwargs) -> SelectionResult:
+                metric_options: Optional[Mapping[str, Mapping]] = None,
+                num_classes: Optional[int] = None, pool: Union[str, Callable] = "mean",
+                batch_size: int = 256, progress: Optional[bool] = None,
+                call_kwargs: Optional[Mapping[str, Any]] = None) -> SelectionResult:
   """Scores every layer of a Flax model on a labelled target set: which layer transfers best?
 
   Captures each layer's output with :func:`transrate_jax.capture.intermediates` (Linen with
@@ -199,12 +193,14 @@ def layer_sweep(model, inputs, labels, *, variables=None, layers=None, metrics=(
     variables: Linen variables; None for NNX.
     layers: which layers (None: all; a glob pattern, a list of names or a predicate).
     metrics: metric names (see :func:`transrate_jax.registered_metrics`) or callables.
+    metric_options: ``{metric name: {option: value}}``, each metric's own options, e.g.
+      ``{"transrate": {"eps": 1e-3}, "logme": {"preset": "tllib"}}``; an option the metric does
+      not have (see ``tj.get_metric(name).options``), or a metric not in ``metrics``, raises.
+    num_classes: C as a static Python int for every metric (default: read from the labels).
     pool: how [n, h, w, c] / [n, t, c] outputs become [n, d]: "mean", "max", "flatten", "first".
     batch_size: rows per forward pass.
-    progress: progress bars.
+    progress: progress bars: True, False, or None (default: only for long interactive work).
     call_kwargs: extra keywords of the model call (e.g. ``{"train": False}``).
-    **metric_kwargs: keywords routed to the metrics that accept them (e.g. ``eps=1e-3`` to
-      TransRate); a keyword no metric accepts raises.
 
   Returns:
     A :class:`SelectionResult` over layers in call order: print it for a table, ``.best()``,
@@ -222,8 +218,8 @@ def layer_sweep(model, inputs, labels, *, variables=None, layers=None, metrics=(
   _check_lengths(inputs, labels)
   feats = capture.intermediates(model, inputs, variables=variables, layers=layers, pool=pool,
                                 batch_size=batch_size, progress=progress, call_kwargs=call_kwargs)
-  return score_features(feats, labels, metrics=metrics, kind="layer", progress=progress,
-                        **metric_kwargs)
+  return score_features(feats, labels, metrics=metrics, metric_options=metric_options,
+                        num_classes=num_classes, kind="layer", progress=progress)
 
 
 def penultimate_layer(features: Mapping[str, Any]) -> str:
@@ -246,8 +242,9 @@ def penultimate_layer(features: Mapping[str, Any]) -> str:
 
 
 def rank_models(models: Mapping[str, Any], inputs, labels, *, layer=None,
-                metrics=("transrate",), pool: Union[str, Callable] = "mean", batch_size: int = 256,
-                progress: bool = True, **metric_kwargs) -> SelectionResult:
+                metrics=("transrate",), metric_options: Optional[Mapping[str, Mapping]] = None,
+                num_classes: Optional[int] = None, pool: Union[str, Callable] = "mean",
+                batch_size: int = 256, progress: Optional[bool] = None) -> SelectionResult:
   """Ranks pre-trained models for a labelled target set by the transferability of one layer each.
 
   Args:
@@ -256,7 +253,8 @@ def rank_models(models: Mapping[str, Any], inputs, labels, *, layer=None,
     labels: [n] target labels.
     layer: the layer scored for each model: None (default: the penultimate output, see
       :func:`penultimate_layer`), one name for all models, or ``{model name: layer name}``.
-    metrics, pool, batch_size, progress, **metric_kwargs: as in :func:`layer_sweep`.
+    metrics, metric_options, num_classes, pool, batch_size, progress: as in
+      :func:`layer_sweep`.
 
   Returns:
     A :class:`SelectionResult` over models in input order, with the layer used for each.
@@ -279,5 +277,5 @@ def rank_models(models: Mapping[str, Any], inputs, labels, *, layer=None,
                                        pool=pool, batch_size=batch_size, progress=False)
     feats[name] = captured[want]
     used.append(want)
-  return score_features(feats, labels, metrics=metrics, kind="model", layers=used,
-                        progress=progress, **metric_kwargs)
+  return score_features(feats, labels, metrics=metrics, metric_options=metric_options,
+                        num_classes=num_classes, kind="model", layers=used, progress=progress)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 HIGHEST = numerics.HIGHEST
@@ -152,3 +153,9 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   validation.check_class_structure(labels, c, metric="SFDA", singletons_ok=False)
   return _sfda_kernel(x, y, num_classes=c)
+
+
+registry.register_metric(
+    "sfda", sfda, vmappable=True,
+    description="SFDA: label likelihood in a regularised, self-challenging Fisher discriminant "
+                "space (Shao et al., ECCV 2022)")

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from transrate_jax._src import streaming
-from transrate_jax._src import transrate as transrate_lib
+from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
 
 
@@ -47,7 +47,7 @@ def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector):
     mean = masked_mean(f, mask, cnt)  # pass 1: the shift
     if config.normalize:
       # normalize(normalize(f) - mean of the normalised rows), in shifted form around `mean`.
-      u = transrate_lib.normalized_offsets(f, mean)
+      u = kernel.normalized_offsets(f, mean)
       z = streaming.normalize_rows(u - masked_mean(u, mask, cnt))
     else:
       z = f - mean
@@ -123,7 +123,7 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
 
   Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
   """
-  config = transrate_lib.resolve_config(weighting, preset)
+  config = kernel.resolve_config(weighting, preset)
   f = validation.check_features(features)
   y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
   eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)

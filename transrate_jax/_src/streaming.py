@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from transrate_jax._src import numerics
-from transrate_jax._src import transrate as transrate_lib
+from transrate_jax._src import progress as progress_lib
+from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
 
 
@@ -192,7 +193,7 @@ class TransRateStats(NamedTuple):
     Raises:
       ValueError: no samples, ``preset="official"``, bad ``eps``/``weighting``/``preset``.
     """
-    config = transrate_lib.resolve_config(weighting, preset)
+    config = kernel.resolve_config(weighting, preset)
     if config.normalize:
       raise ValueError(
           "preset='official' L2-normalises rows after centring by the global mean, which needs a "
@@ -241,7 +242,7 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   Args:
     counts: [C] class counts; sums: [C, d]; second: [C, d, d]; shift: [d].
     eps: scalar or [E].
-    config: a :class:`transrate_lib.Config` (``normalize`` is ignored: the caller has applied it).
+    config: a :class:`kernel.Config` (``normalize`` is ignored: the caller has applied it).
     centre: centre at the global mean (True), or use the rows as they are (False: they were
       centred, and possibly normalised, before the statistics were taken).
     eps_vector: whether ``eps`` is [E].
@@ -270,13 +271,13 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   ranks = jnp.minimum(jnp.minimum(counts, d), counts.sum() - int(centre))
   mats = jnp.concatenate([total_mat[None], cls_mats])
   lam_all = numerics.psd_eigvalsh(mats, jnp.concatenate([total_rank[None], ranks]))
-  scales = jnp.concatenate([jnp.ones((1,), dtype) / n, transrate_lib.safe_inverse(nc)])
-  all_terms = transrate_lib.half_logdet_from_eigvals(lam_all, scales, eps, eps_vector=eps_vector)
+  scales = jnp.concatenate([jnp.ones((1,), dtype) / n, kernel.safe_inverse(nc)])
+  all_terms = kernel.half_logdet_from_eigvals(lam_all, scales, eps, eps_vector=eps_vector)
   total, terms = all_terms[0], all_terms[1:]
   lam = lam_all[0] if config.rank_normalize else None
-  weights = transrate_lib.class_weights(nc, n, config.weighting)
+  weights = kernel.class_weights(nc, n, config.weighting)
   score = total - jnp.tensordot(weights, terms, axes=(0, 0))
-  return transrate_lib.rank_normalized(score, lam, d, config)
+  return kernel.rank_normalized(score, lam, d, config)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
@@ -299,19 +300,19 @@ def _grow(stats: TransRateStats, num_classes: int) -> TransRateStats:
       second_moments=jnp.pad(stats.second_moments, ((0, extra), (0, 0), (0, 0))))
 
 
-normalize_rows = transrate_lib.normalize_rows
+normalize_rows = kernel.normalize_rows
 
 
 @jax.jit
 def _normalized_sum(features, ref):
   """``sum_i (normalize(f_i) - normalize(ref))``, in shifted form (no cancellation near ``ref``)."""
-  return jnp.sum(transrate_lib.normalized_offsets(features, ref), axis=0)
+  return jnp.sum(kernel.normalized_offsets(features, ref), axis=0)
 
 
 @jax.jit
 def _official_rows(features, ref, mean):
   """``normalize(normalize(f) - m)``, ``m = normalize(ref) + mean`` (``mean``: of the offsets)."""
-  return normalize_rows(transrate_lib.normalized_offsets(features, ref) - mean)
+  return normalize_rows(kernel.normalized_offsets(features, ref) - mean)
 
 
 def _iterate(batches):
@@ -319,17 +320,10 @@ def _iterate(batches):
   return iter(source)
 
 
-def _progress(iterable, enabled, desc, total):
-  if not enabled:
-    return iterable
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(iterable, desc=desc, unit="batch", total=total)
-
-
 def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
                            num_classes: Optional[int] = None, eps=1e-4,
                            weighting: Optional[str] = None, preset: Optional[str] = None,
-                           progress: bool = True, dtype=None) -> jax.Array:
+                           progress: Optional[bool] = None, dtype=None) -> jax.Array:
   r"""TransRate of a dataset given as chunks, without holding it in memory.
 
   Accumulates :class:`TransRateStats` (counts ``n_c``, sums ``s_c``, second moments ``S_c`` around
@@ -355,7 +349,8 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
     num_classes: C (static int). Default ``max(labels) + 1`` over all chunks (statistics grow as
       new classes appear).
     eps, weighting, preset: as in :func:`transrate_jax.transrate`.
-    progress: show a progress bar over chunks (``tqdm.auto``).
+    progress: a progress bar over chunks: True, False, or None (default: only for long
+      interactive work, see :mod:`transrate_jax._src.progress`).
     dtype: accumulation dtype (default: the first chunk's float dtype).
 
   Returns:
@@ -376,7 +371,7 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
 
   Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
   """
-  config = transrate_lib.resolve_config(weighting, preset)
+  config = kernel.resolve_config(weighting, preset)
   eps, eps_vector = validation.check_eps(eps)
   if config.normalize and not callable(batches) and iter(batches) is batches:
     raise ValueError(
@@ -388,7 +383,7 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
   mean = ref = None
   if config.normalize:  # Pass 1: the mean of the L2-normalised rows, relative to a reference.
     acc, count = None, 0
-    for feats, _ in _progress(_iterate(batches), progress, "transrate pass 1/2", total):
+    for feats, _ in progress_lib.iterate(_iterate(batches), progress, "transrate pass 1/2", total):
       f = validation.check_features(feats, min_samples=1)
       if dtype is not None:
         f = f.astype(numerics.float_dtype(dtype))
@@ -403,7 +398,7 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
 
   stats = None
   desc = "transrate pass 2/2" if config.normalize else "transrate"
-  for feats, labels in _progress(_iterate(batches), progress, desc, total):
+  for feats, labels in progress_lib.iterate(_iterate(batches), progress, desc, total):
     f = validation.check_features(feats, min_samples=1)
     if dtype is not None:
       f = f.astype(numerics.float_dtype(dtype))

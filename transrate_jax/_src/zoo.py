@@ -332,25 +332,10 @@ def train(config: dict[str, Any], *, seed: int = 0, epochs: int | None = None):
                         for _ in range(epochs)])
   x_tr_j, y_tr_j = jnp.asarray(x_tr), jnp.asarray(y_tr)
 
-  @jax.jit
-  def run(params, rest, opt_state, idx):
-    def step(carry, ib):
-      params, rest, opt_state = carry
+  from transrate_jax._src import finetune  # pylint: disable=import-outside-toplevel
 
-      def loss_fn(params):
-        m = nnx.merge(graphdef, params, rest, copy=True)
-        logits = m(x_tr_j[ib])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_tr_j[ib]).mean()
-        return loss, nnx.state(m, nnx.Not(nnx.Param))
-
-      (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), rest, opt_state), loss
-
-    (params, rest, _), losses = jax.lax.scan(step, (params, rest, opt_state), idx)
-    return params, rest, losses
-
-  params, rest, _ = run(params, rest, opt_state, jnp.asarray(idx))
+  run = jax.jit(functools.partial(finetune.scan_train, graphdef=graphdef, tx=tx))
+  params, rest, _ = run(params, rest, opt_state, jnp.asarray(idx), x_tr_j, y_tr_j)
   nnx.update(model, params, rest)
   model.eval()
   return model, accuracy(model, x_te, y_te)

@@ -16,23 +16,18 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-# Feature-based metrics shown by default, in table order (all cheap at this size).
-DEFAULT_METRICS = ("transrate", "logme", "hscore", "regularized_hscore", "gbc", "lfc", "sfda",
-                   "parc")
-# Metrics computed from the source model's own predictions on the target inputs.
-PREDICTION_METRICS = ("leep", "nce")
+from transrate_jax._src import report
+
+# N-LEEP is left out of the default list: its EM compiles once per width (seconds each).
+SLOW_METRICS = ("nleep",)
 
 
-def _available(names: Sequence[str]) -> list:
-  from transrate_jax._src import sweep  # noqa: PLC0415
-  known = set(sweep.registered_metrics()) | set(PREDICTION_METRICS)
-  return [m for m in names if m in known]
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-  z = logits - logits.max(axis=1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=1, keepdims=True)
+def _default_metrics() -> tuple:
+  """(feature metrics, prediction metrics) of the registry, TransRate first; no slow ones."""
+  from transrate_jax._src import demo  # noqa: PLC0415
+  feats = [m for m in demo.feature_metrics() if m not in SLOW_METRICS]
+  feats.sort(key=lambda m: m != "transrate")
+  return feats, demo.prediction_metrics()
 
 
 def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None,
@@ -56,7 +51,6 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
   from transrate_jax import zoo  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
   from transrate_jax._src import evaluation  # noqa: PLC0415
-  from transrate_jax._src import leep  # noqa: PLC0415
   from transrate_jax._src import probe  # noqa: PLC0415
   from transrate_jax._src import selection  # noqa: PLC0415
   from transrate_jax._src import sweep  # noqa: PLC0415
@@ -65,13 +59,16 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
   x_tr, y_tr, x_te, y_te = zoo.load_target_task(target)
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
   names = list(models) if models is not None else zoo.list_models()
-  wanted = list(metrics) if metrics is not None else list(DEFAULT_METRICS + PREDICTION_METRICS)
-  unknown = sorted(set(wanted) - set(DEFAULT_METRICS + PREDICTION_METRICS))
+  from transrate_jax._src import demo as demo_lib  # noqa: PLC0415
+  default_feats, predictions = _default_metrics()
+  known = demo_lib.feature_metrics() + predictions
+  wanted = list(metrics) if metrics is not None else default_feats + predictions
+  unknown = sorted(set(wanted) - set(known))
   if unknown:
     raise ValueError(f"unknown demo metric(s) {unknown}; choose from "
-                     f"{', '.join(DEFAULT_METRICS + PREDICTION_METRICS)}.")
-  metrics = _available([m for m in wanted if m not in PREDICTION_METRICS])
-  pred_metrics = _available([m for m in wanted if m in PREDICTION_METRICS])
+                     f"{', '.join(known)}.")
+  metrics = [m for m in wanted if m not in predictions]
+  pred_metrics = [m for m in wanted if m in predictions]
   if verbose:
     print(f"target task {target!r}: {len(y_tr)} train / {len(y_te)} test images, "
           f"{num_classes} classes; {len(names)} zoo models; metrics: "
@@ -104,10 +101,7 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
                                     progress=False)
   scores = {m: np.asarray(v) for m, v in result.scores.items()}
   for m in pred_metrics:
-    if m == "leep":
-      scores[m] = np.asarray([float(leep.leep(_softmax(outputs[n]), y_tr)) for n in names])
-    else:
-      scores[m] = np.asarray([float(leep.nce(outputs[n].argmax(1), y_tr)) for n in names])
+    scores[m] = np.asarray([demo_lib.prediction_score(m, outputs[n], y_tr) for n in names])
   accuracy = np.asarray(accuracy)
 
   correlations = {}
@@ -131,7 +125,6 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
 
 
 def _print_report(out: Dict, zoo) -> None:
-  from transrate_jax._src.cli import format_table  # noqa: PLC0415
 
   metrics = list(out["scores"])
   rows = []
@@ -144,45 +137,29 @@ def _print_report(out: Dict, zoo) -> None:
   rows.sort(key=lambda r: -r["transrate"] if "transrate" in r else 0.0)
   print("\nModels ranked by TransRate (penultimate layer); probe = linear-probe test accuracy "
         "(the ground truth):\n")
-  print(format_table(rows, [("model", "model", "s"), ("source", "source task", "s")] +
+  print(report.format_table(rows, [("model", "model", "s"), ("source", "source task", "s")] +
                      [(m, m, ".3f") for m in metrics] +
                      [("acc", "probe acc", ".3f"), ("layer", "best layer (TransRate)", "s")]))
   print("\nCorrelation of each metric with the probe accuracy over models "
         "(higher is better):\n")
   crow = [{"metric": m, **c, "top1": "yes" if c["top1_hit"] else "no"}
           for m, c in out["correlations"].items()]
-  print(format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
+  print(report.format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
                             ("kendall", "Kendall", ".3f"), ("weighted_tau", "weighted tau", ".3f"),
                             ("top1", "picks best", "s")]))
 
 
 def _plot(out: Dict, path: str) -> None:
-  from transrate_jax._src.selection import _pyplot  # noqa: PLC0415
-
-  plt = _pyplot()
-  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.8))
-  acc = np.asarray(out["accuracy"])
-  s = np.asarray(out["scores"]["transrate"])
-  ax0.scatter(s, acc)
-  for name, xi, yi in zip(out["models"], s, acc):
-    ax0.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
   c = out["correlations"]["transrate"]
-  ax0.set_xlabel("TransRate (penultimate layer, nats)")
-  ax0.set_ylabel("linear-probe test accuracy")
-  ax0.set_title(f"model selection on {out['target']}: Pearson {c['pearson']:.2f}, "
-                f"Kendall {c['kendall']:.2f}")
-  ax0.grid(alpha=0.3)
-  for name in out["models"]:
-    sweep = out["layer_sweeps"][name]
-    ax1.plot(range(len(sweep)), list(sweep.values()), marker=".", label=name)
-  ax1.set_xlabel("layer (call order)")
-  ax1.set_ylabel("TransRate (nats)")
-  ax1.set_title("layer sweep: TransRate of every layer of every model")
-  ax1.legend(fontsize=6, ncol=2)
-  ax1.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.plot_selection(
+      path, names=out["models"], score=out["scores"]["transrate"], accuracy=out["accuracy"],
+      score_label="TransRate (penultimate layer, nats)",
+      accuracy_label="linear-probe test accuracy",
+      title=f"model selection on {out['target']}: Pearson {c['pearson']:.2f}, "
+            f"Kendall {c['kendall']:.2f}",
+      sweeps={name: list(out["layer_sweeps"][name].values()) for name in out["models"]},
+      sweep_xlabel="layer (call order)", sweep_ylabel="TransRate (nats)",
+      sweep_title="layer sweep: TransRate of every layer of every model")
 
 
 def main_demo(args) -> int:

@@ -1,0 +1,667 @@
+"""The TransRate kernel: flop model, block planning, dense layouts and the compiled program.
+
+Private. The public functions (``transrate``, ``coding_rate``) are in ``transrate.py``; the
+batched sweep, streaming, sharding, the regularizer and the regression targets all build on the
+layouts planned here, so a layout is derived once. The formulas:
+
+    Z    = F - mean(F, axis=0)                               # global centring
+    R(Z) = 1/2 logdet(I_d + Z^T Z / (n eps))                 # coding rate
+    R_c  = 1/2 logdet(I_d + Z_c^T Z_c / (n_c eps))           # rows of class c, not re-centred
+    TrR  = R(Z) - sum_c w_c R_c                              # w_c = n_c / n ("prior") or 1 / C ("uniform")
+
+Every log-determinant is taken on the side of Sylvester's identity,
+``logdet(I_d + a Z^T Z) = logdet(I_m + a Z Z^T)`` for ``Z`` with ``m`` rows, where its matrix has
+full rank (the Gram side iff ``m <= d``), by Cholesky, or by one symmetric eigendecomposition with
+the rank bound when ``eps`` is a vector of values to sweep. Centring is shifted. This is the
+float32 policy of docs/numerics.md; speed choices only pick among layouts that obey it.
+
+The class terms are batched, with no Python loop over classes inside the compiled program:
+
+* labels known on the host (an eager call): the rows of each class are gathered into padded blocks,
+  classes grouped by side and padded size (8 sizes per octave), each group's Gram or covariance
+  matrices formed by one batched matmul, and all of them factorised by one batched Cholesky (zero
+  padding rows add eigenvalues 0, ``log 1 = 0``, so padding is exact). When the total and every
+  class sit on the covariance side, ``Z^T Z`` is their sum (:func:`block_sides`);
+* labels traced (inside a user's ``jit``/``vmap``/``grad``, with a static ``num_classes``): classes
+  with ``n_c <= d`` on the Gram side (one ``n x n`` Gram matrix masked to its class-diagonal
+  blocks, whose single Cholesky factor holds every class's log-determinant on its diagonal, or
+  per-class row blocks), and ``d x d`` covariance slots for the at most ``n // (d + 1)`` classes
+  that can have more rows than ``d`` (:func:`dense_layout`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transrate_jax._src import numerics
+from transrate_jax._src import validation
+
+WEIGHTINGS = ("prior", "uniform")
+PRESETS = ("tllib", "official")
+
+# Class blocks are padded to one of 8 sizes per octave: at most 12.5% padding rows.
+BLOCK_STEPS = 8
+
+# The floor on a row's norm when rows are L2-normalised (torch.nn.functional.normalize's default).
+_NORM_FLOOR = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Static configuration of one TransRate computation (hashable: part of the jit cache key).
+
+  Attributes:
+    weighting: "prior" (``w_c = n_c / n``) or "uniform" (``w_c = 1 / C``).
+    normalize: L2-normalise rows before and after centring (the official pipeline).
+    rank_normalize: divide by the numerical rank of ``Z^T Z / n`` (the official pipeline).
+  """
+  weighting: str = "prior"
+  normalize: bool = False
+  rank_normalize: bool = False
+
+
+def resolve_config(weighting: Optional[str], preset: Optional[str]) -> Config:
+  """The :class:`Config` for the public ``weighting`` and ``preset`` keywords.
+
+  Raises:
+    ValueError: unknown weighting or preset, or a weighting that contradicts the preset.
+  """
+  if weighting is not None and weighting not in WEIGHTINGS:
+    raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}.")
+  if preset is None:
+    return Config(weighting=weighting or "prior")
+  if preset not in PRESETS:
+    raise ValueError(f"preset must be None or one of {PRESETS}; got {preset!r}.")
+  fixed = "uniform" if preset == "tllib" else "prior"
+  if weighting is not None and weighting != fixed:
+    raise ValueError(
+        f"preset={preset!r} fixes weighting={fixed!r}; got weighting={weighting!r}. "
+        "Drop one of the two keywords.")
+  if preset == "tllib":
+    return Config(weighting="uniform")
+  return Config(weighting="prior", normalize=True, rank_normalize=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-determinant terms. The float32 policy they follow is docs/numerics.md.
+
+
+def side_flops(rows: int, dim: int, *, gram: bool) -> float:
+  """Flops of ``logdet(I + a M)`` for ``M`` = ``Z Z^T`` (``gram``) or ``Z^T Z``, ``Z`` [rows, dim]."""
+  return rows * rows * dim + rows ** 3 / 3 if gram else rows * dim * dim + dim ** 3 / 3
+
+
+def gram_side(rows: int, dim: int) -> bool:
+  """Whether the term of ``Z`` [rows, dim] is taken on the Gram side ``Z Z^T`` (docs/numerics.md).
+
+  The rank rule: ``Z^T Z`` and ``Z Z^T`` have rank at most ``min(rows, dim)``, so the side of size
+  ``min(rows, dim)`` is the one of full rank: the Gram side when ``rows <= dim``, the covariance
+  side otherwise. The other side has ``|rows - dim|`` eigenvalues that are 0 in exact arithmetic
+  but ``~ulp(lambda_max)`` of either sign in float32; times ``a = 1 / (rows eps)`` they exceed 1
+  and float32 Cholesky of ``I + a M`` fails (or a ``log(1 + a delta)`` of junk is added). For a
+  single term the rank rule is also the cheaper side (:func:`side_flops`: ``rows^2 dim + rows^3/3
+  <= rows dim^2 + dim^3/3`` iff ``rows <= dim``); at ``rows == dim`` both sides have full rank.
+  """
+  return rows <= dim
+
+
+def second_moment(z: jax.Array) -> jax.Array:
+  """``Z Z^T`` or ``Z^T Z`` for ``z`` [..., m, d], the side :func:`gram_side` picks (full rank)."""
+  m, d = z.shape[-2:]
+  return numerics.gram(z) if gram_side(m, d) else numerics.covariance(z)
+
+
+def fill_centring_null(mat: jax.Array):
+  """``(M + gamma 11^T / m, gamma)`` for the Gram matrix ``M`` [m, m] of rows that sum to zero.
+
+  Centred rows have the ones vector as a null vector of ``M = Z Z^T`` (rank ``m - 1``); float32
+  leaves an eigenvalue of size ``~ulp(lambda_max)`` and either sign there. Giving that direction the
+  eigenvalue ``gamma = trace(M) / m`` (>= ``lambda_max / m``) keeps Cholesky of ``I + a M`` exact:
+
+      logdet(I + a M) = logdet(I + a (M + gamma 11^T / m)) - log(1 + a gamma),
+
+  and ``(I + a M_filled)^{-1} Z = (I + a M)^{-1} Z`` (``Z^T 1 = 0``), so gradients are unchanged.
+  ``gamma`` is held constant under differentiation (the derivative in it vanishes at a null vector).
+  """
+  m = mat.shape[-1]
+  gamma = jax.lax.stop_gradient(jnp.trace(mat, axis1=-2, axis2=-1) / m)
+  return mat + (gamma / m)[..., None, None], gamma
+
+
+def half_logdet(mats: jax.Array, scales: jax.Array, eps: jax.Array, *, eps_vector: bool,
+                rank=None):
+  """``1/2 logdet(I + scales / eps * mats)`` for PSD ``mats``.
+
+  By Cholesky for a scalar ``eps`` and no ``rank``; otherwise from the eigenvalues, of which only
+  the largest ``rank`` count (:func:`numerics.psd_eigvalsh`; docs/numerics.md).
+
+  Args:
+    mats: [..., m, m] PSD matrices.
+    scales: [...] nonnegative scales (``1 / rows``; 0 for an empty block).
+    eps: scalar, or [E] when ``eps_vector``.
+    eps_vector: use one eigendecomposition for all values of ``eps``.
+    rank: None, or [...] ints: a bound on the rank of each matrix (eigenvalue path).
+
+  Returns:
+    [...] for a scalar ``eps``; [..., E] for a vector.
+  """
+  if not eps_vector and rank is None:
+    return 0.5 * numerics.logdet_identity_plus(mats, scales / eps)
+  lam = numerics.psd_eigvalsh(mats, rank)
+  return half_logdet_from_eigvals(lam, scales, eps, eps_vector=eps_vector)
+
+
+def half_logdet_from_eigvals(lam: jax.Array, scales, eps: jax.Array, *, eps_vector: bool):
+  """``1/2 sum_k log(1 + scales / eps * lam_k)`` for eigenvalues ``lam`` [..., m], ``scales`` [...].
+
+  Returns [...] for a scalar ``eps``, [..., E] for a vector.
+  """
+  scales = jnp.asarray(scales, lam.dtype)
+  if eps_vector:
+    a = scales[..., None, None] / eps  # [..., 1, E]
+    return 0.5 * jnp.sum(jnp.log1p(lam[..., :, None] * a), axis=-2)
+  return 0.5 * jnp.sum(jnp.log1p(lam * (scales / eps)[..., None]), axis=-1)
+
+
+def coding_rate_terms(z: jax.Array, eps: jax.Array, *, eps_vector: bool, centred: bool = False,
+                      dim=None, return_eigvals: bool = False,
+                      moment: Optional[jax.Array] = None):
+  """``1/2 logdet(I + Z^T Z / (m eps))`` for ``z`` [m, d], on the side :func:`gram_side` picks.
+
+  ``centred``: the rows sum to zero (rank ``<= m - 1``): on the Gram side the ones direction is
+  filled (:func:`fill_centring_null`) for Cholesky, and the eigenvalue path keeps the largest
+  ``min(m - 1, dim)``. ``dim`` is the true width (zero columns appended do not count; default d).
+  With ``return_eigvals`` (or a vector ``eps``) the log-determinant comes from eigenvalues, which
+  are also returned (of the side's matrix, unscaled, rank-bounded). ``moment``, when given, is
+  :func:`second_moment` of ``z`` computed elsewhere (e.g. summed from class covariances).
+  """
+  m, d = z.shape
+  gram = gram_side(m, d)
+  mat = second_moment(z) if moment is None else moment
+  scale = jnp.asarray(1.0 / m, z.dtype)
+  if return_eigvals or eps_vector:
+    rank = jnp.minimum(m - int(centred), d if dim is None else dim)
+    lam = numerics.psd_eigvalsh(mat, rank)
+    value = half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector)
+    return (value, lam) if return_eigvals else value
+  if gram and centred:
+    mat, gamma = fill_centring_null(mat)
+    return (half_logdet(mat, scale, eps, eps_vector=False)
+            - 0.5 * jnp.log1p(scale * gamma / eps))
+  return half_logdet(mat, scale, eps, eps_vector=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Class terms: sum_c w_c R_c.
+
+
+def make_block_plan(labels: np.ndarray, num_classes: int, dim: int):
+  """Groups classes by side and padded size and gathers their row indices (host side, NumPy).
+
+  Args:
+    labels: [n] concrete integer labels in ``0..num_classes-1``.
+    num_classes: C.
+    dim: the width of the features the plan is for (the padded width in a sweep).
+
+  A class with ``n_c <= dim`` rows goes to the Gram side (:func:`gram_side`) and is padded to
+  ``min(bucket(n_c), dim)`` rows, a class with ``n_c > dim`` to the covariance side, padded to
+  ``bucket(n_c) > dim`` (``numerics.bucket(n_c, steps=BLOCK_STEPS)``: at most 12.5% padding), so a
+  group's side is ``rows <= dim`` of its padded size, and no group mixes sides. An empty class
+  belongs to no group (it contributes zero), nor does a class holding every row (``Z_c = Z``:
+  its term is ``R(Z)``, :func:`full_class_weight`).
+
+  Returns:
+    ``(index_blocks, class_ids)``: per group an int32 [k, b] array of row indices (padding rows
+    point at row ``n``, past the end: the kernel gathers zeros there) and an int32 [k] array of the
+    class ids.
+  """
+  labels = np.asarray(labels).astype(np.int64)
+  n = labels.shape[0]
+  counts = np.bincount(labels, minlength=num_classes)
+  order = np.argsort(labels, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(counts)])
+  sizes = {}
+  for c in np.flatnonzero((counts > 0) & (counts < n)):
+    b = numerics.bucket(counts[c], steps=BLOCK_STEPS)
+    if gram_side(int(counts[c]), dim):
+      b = min(b, int(dim))
+    sizes.setdefault(b, []).append(int(c))
+  index_blocks, class_ids = [], []
+  for b in sorted(sizes):
+    ids = sizes[b]
+    block = np.full((len(ids), b), n, dtype=np.int32)
+    for row, c in enumerate(ids):
+      block[row, :counts[c]] = order[starts[c]:starts[c + 1]]
+    index_blocks.append(block)
+    class_ids.append(np.asarray(ids, dtype=np.int32))
+  return tuple(index_blocks), tuple(class_ids)
+
+
+def class_weights(counts: jax.Array, n: int, weighting: str) -> jax.Array:
+  """``w_c``: ``n_c / n`` ("prior") or ``1 / C`` ("uniform"), [C]."""
+  if weighting == "prior":
+    return counts / n
+  return jnp.full(counts.shape, 1.0 / counts.shape[0], counts.dtype)
+
+
+def safe_inverse(counts: jax.Array) -> jax.Array:
+  """``1 / n_c`` with 0 for an empty class (its block is all zeros and contributes nothing)."""
+  return jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1), 0.0)
+
+
+def full_class_weight(weights: jax.Array, counts: jax.Array, n) -> jax.Array:
+  """``sum_c w_c`` over classes that hold every row: for them ``Z_c = Z`` and ``R_c = R(Z)``.
+
+  Such a class has the rank of ``Z`` (``min(n - 1, d)`` when centred), not ``min(n_c, d)``; the
+  class layouts leave it out and the kernels add ``full_class_weight * R(Z)`` instead.
+  """
+  return jnp.sum(jnp.where(counts == n, weights, 0.0))
+
+
+def block_sides(index_blocks, n: int, dim: int):
+  """The side of each class group, and whether ``Z^T Z`` is summed from the class covariances.
+
+  A group is on the Gram side iff its padded size is ``<= dim`` (:func:`make_block_plan` pads so
+  that this is :func:`gram_side` of every class in it). Every row outside the plan's classes would
+  break ``Z^T Z = sum_c Z_c^T Z_c``, and a class on the Gram side has no ``Z_c^T Z_c``: the total's
+  matrix is the sum of the class covariances (no second pass over the data) only when it is on the
+  covariance side itself (``n > dim``) and so is every class. Speed never moves a term off its
+  full-rank side. Static: shapes only.
+
+  Returns:
+    ``(gram, shared)``: a tuple of bools (Gram side per group) and a bool.
+  """
+  gram = tuple(idx.shape[1] <= dim for idx in index_blocks)
+  shared = bool(index_blocks) and not gram_side(n, dim) and not any(gram)
+  return gram, shared
+
+
+def class_block_moments(z, index_blocks, gram):
+  """Per group of classes, the second moments of the padded class blocks: [k, m, m] each.
+
+  ``m`` is the block's row count (``gram[i]``: ``Z_c Z_c^T``) or ``d`` (``Z_c^T Z_c``).
+  """
+  # Padding indices point at row n, past the end: "fill" gives zero rows, and XLA fuses the
+  # producer of ``z`` (the centring) into the gather instead of writing a padded copy first.
+  blocks = [jnp.take(z, idx, axis=0, mode="fill", fill_value=0) for idx in index_blocks]
+  return [numerics.gram(b) if g else numerics.covariance(b) for b, g in zip(blocks, gram)]
+
+
+def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_vector,
+                       moments=None, dim=None):
+  """sum_c w_c R_c from padded class blocks (labels known on the host), full classes excluded.
+
+  Each group's second moments ([k, m, m], from :func:`class_block_moments` unless ``moments``
+  are given) are zero-padded to the largest ``m`` (a zero row and column of ``M`` puts a 1 on the
+  diagonal of ``I + a M``: ``log 1 = 0``, exact) and factorised in ONE batched call. One
+  factorisation per program is deliberate: XLA's CPU runtime can deadlock on a program holding
+  several large batched LAPACK calls (jaxlib 0.10.2). A vector ``eps`` takes the eigenvalues with
+  the rank bound ``min(n_c, dim)``.
+  """
+  if not index_blocks:
+    return jnp.zeros(eps.shape, z.dtype)
+  mats = moments
+  if mats is None:
+    mats = class_block_moments(z, index_blocks, block_sides(index_blocks, *z.shape)[0])
+  size = max(m.shape[-1] for m in mats)
+  mats = jnp.concatenate(
+      [jnp.pad(m, ((0, 0), (0, size - m.shape[-1]), (0, size - m.shape[-1]))) for m in mats])
+  ids = jnp.concatenate(class_ids)
+  rank = None
+  if eps_vector:
+    rank = jnp.minimum(counts[ids], z.shape[1] if dim is None else dim).astype(jnp.int32)
+  terms = half_logdet(mats, safe_inverse(counts[ids]), eps, eps_vector=eps_vector, rank=rank)
+  return jnp.tensordot(weights[ids], terms, axes=(0, 0))
+
+
+# Traced labels (static C, unknown n_c): the class layouts.
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseLayout:
+  """How the class terms are laid out for traced labels (static).
+
+  Attributes:
+    small: layout of the classes with ``n_c <= threshold`` (Gram side): "masked" (one ``n x n``
+      Gram matrix masked to its class-diagonal blocks), "blocks" (each class's rows gathered into
+      a ``[min(n, d), d]`` block) or None (no such classes).
+    large_slots: how many classes may have ``n_c > threshold`` (covariance side, one ``d x d``
+      matrix each, for the classes with the most rows).
+    threshold: the row count above which a class is "large"; None: every class is small.
+  """
+  small: Optional[str]
+  large_slots: int
+  threshold: Optional[int]
+
+
+def dense_layout(n: int, d: int, num_classes: int) -> DenseLayout:
+  """The class layout for traced labels: each class on its full-rank side, whatever ``n_c`` is.
+
+  ``n_c`` is not known statically, so both sides are laid out: classes with ``n_c <= d`` on the
+  Gram side (the masked ``n x n`` Gram, ``n^2 d + n^3/3`` flops, or per-class ``min(n, d)``-row
+  blocks, ``C (b^2 d + b^3/3)``, whichever is cheaper), and at most ``n // (d + 1)`` classes can
+  have ``n_c > d``: that many covariance slots (``n d^2 + d^3/3`` each) for the largest classes.
+  For ``n <= d`` every class is on the Gram side. Speed only picks among these exact layouts.
+  """
+  if gram_side(n, d):
+    return DenseLayout("masked", 0, None)
+  masked = side_flops(n, d, gram=True)
+  blocks = num_classes * side_flops(d, d, gram=True)
+  return DenseLayout("masked" if masked <= blocks else "blocks", min(num_classes, n // (d + 1)), d)
+
+
+def dense_class_sets(counts, n: int, layout: DenseLayout):
+  """``(small, large)`` [C] bools: the nonempty, not full (:func:`full_class_weight`) classes."""
+  keep = (counts > 0) & (counts < n)
+  if layout.threshold is None:
+    return keep, jnp.zeros_like(keep)
+  return keep & (counts <= layout.threshold), keep & (counts > layout.threshold)
+
+
+def masked_class_gram(g, labels, small, inv):
+  """``D G_mask``: ``g`` [n, n] masked to same-class entries of small classes, row i times 1/n_c.
+
+  Returns ``(mat, row_small)``; rows of other classes are zero (``log 1 = 0`` in ``I + mat``).
+  """
+  row_small = small[labels]
+  same = (labels[:, None] == labels[None, :]) & row_small[:, None]
+  row_inv = jnp.where(row_small, inv[labels], 0.0)
+  return jnp.where(same, g, 0.0) * row_inv[:, None], row_small
+
+
+def class_row_blocks(z, labels, counts, small, rows: int):
+  """Each small class's rows (sorted by label) in a zero-padded block.
+
+  Returns ``(blocks [C, rows, d], idx [C, rows] row indices, valid [C, rows] bools)``.
+  """
+  n = z.shape[0]
+  order = jnp.argsort(labels, stable=True)
+  ci = counts.astype(jnp.int32)
+  start = jnp.cumsum(ci) - ci
+  j = jnp.arange(rows)
+  valid = (j[None, :] < ci[:, None]) & small[:, None]
+  idx = order[jnp.minimum(start[:, None] + j[None, :], n - 1)]
+  blocks = jnp.where(valid[..., None], jnp.take(z, idx, axis=0), 0.0)
+  return blocks, idx, valid
+
+
+def large_class_covs(z, labels, counts, large, slots: int):
+  """``Z_c^T Z_c`` for the ``slots`` classes with the most rows, zero unless ``large``.
+
+  Returns ``(ids [K], on [K] bools, onehot [n, K], covs [K, d, d])``.
+  """
+  num_classes = counts.shape[0]
+  if slots >= num_classes:
+    ids = jnp.arange(num_classes)
+  else:
+    ids = jax.lax.top_k(jnp.where(large, counts, -1.0), slots)[1]
+  on = large[ids]
+  onehot = ((labels[:, None] == ids[None, :]) & on[None, :]).astype(z.dtype)
+  covs = jnp.einsum("nk,ni,nj->kij", onehot, z, z, precision=numerics.HIGHEST)
+  return ids, on, onehot, covs
+
+
+def class_terms_dense(z, labels, weights, counts, eps, *, num_classes, eps_vector, dim=None,
+                      layout: Optional[DenseLayout] = None):
+  """sum_c w_c R_c with traced labels (static C), full classes excluded (:func:`dense_layout`)."""
+  n, d = z.shape
+  dim = d if dim is None else dim
+  layout = dense_layout(n, d, num_classes) if layout is None else layout
+  small, large = dense_class_sets(counts, n, layout)
+  inv = safe_inverse(counts)
+  out = jnp.zeros(eps.shape, z.dtype)
+  if layout.small == "masked":
+    # After a permutation the masked Gram is block diagonal, so its Cholesky factor is too (no
+    # fill between blocks) and log L_ii sums, class by class, to each block's log-determinant.
+    mat, row_small = masked_class_gram(numerics.gram(z), labels, small, inv)
+    row_w = jnp.where(row_small, weights[labels], 0.0)
+    if not eps_vector:
+      logdiag = numerics.cholesky_logdiag(jnp.eye(n, dtype=z.dtype) + mat / eps)
+      out = out + jnp.sum(row_w * logdiag)
+    else:
+      # One eigendecomposition: block diagonal, so each eigenvector lives in one class (or, for an
+      # eigenvalue shared by several classes, in their span, where the attribution is exact).
+      lam, vec = jnp.linalg.eigh(numerics.symmetrize(mat))
+      lam = jnp.maximum(lam, 0.0)
+      mass = jnp.einsum("i,ik->k", row_w, vec * vec, precision=numerics.HIGHEST)  # [n]
+      out = out + 0.5 * jnp.sum(mass[:, None] * jnp.log1p(lam[:, None] / eps[None, :]), axis=0)
+  elif layout.small == "blocks":
+    blocks, _, _ = class_row_blocks(z, labels, counts, small, min(n, d))
+    rank = jnp.minimum(counts, dim).astype(jnp.int32) if eps_vector else None
+    terms = half_logdet(numerics.gram(blocks), jnp.where(small, inv, 0.0), eps,
+                        eps_vector=eps_vector, rank=rank)
+    out = out + jnp.tensordot(jnp.where(small, weights, 0.0), terms, axes=(0, 0))
+  if layout.large_slots:
+    ids, on, _, covs = large_class_covs(z, labels, counts, large, layout.large_slots)
+    rank = jnp.minimum(counts[ids], dim).astype(jnp.int32) if eps_vector else None
+    terms = half_logdet(covs, jnp.where(on, inv[ids], 0.0), eps, eps_vector=eps_vector,
+                        rank=rank)
+    out = out + jnp.tensordot(jnp.where(on, weights[ids], 0.0), terms, axes=(0, 0))
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernel.
+
+
+def preprocess(features: jax.Array, config: Config) -> jax.Array:
+  """Centres the features (and, for the official pipeline, L2-normalises rows around it).
+
+  Centring is shifted (:func:`numerics.center`), so a common offset does not cancel. The official
+  pipeline, ``normalize(normalize(F) - mean(normalize(F)))``, takes the difference of the
+  normalised rows from the normalised mean row in shifted form (:func:`normalized_offsets`):
+  with an offset ``c`` the normalised rows agree in their leading digits, and the information is
+  in their ``~|F - c| / |c|`` differences (docs/numerics.md).
+  """
+  if config.normalize:
+    c = jnp.mean(features, axis=0)
+    return normalize_rows(numerics.center(normalized_offsets(features, c), axis=0))
+  return numerics.center(features, axis=0)
+
+
+def normalize_rows(z):
+  """Rows divided by their L2 norm, floored at 1e-12 (``torch.nn.functional.normalize``)."""
+  norm = jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True))
+  return z / jnp.maximum(norm, _NORM_FLOOR)
+
+
+def normalized_offsets(f, c):
+  """``normalize_rows(f) - normalize_rows(c)`` without cancellation for rows ``f`` near ``c``.
+
+  With ``e = f - c`` (exact for rows near ``c``) and ``delta = |f| - |c| = (2 c.e + |e|^2) /
+  (|f| + |c|)``, the difference is ``(e - c / |c| * delta) / |f|``: no digits of ``|c|`` cancel.
+  Rows or ``c`` with a norm at the 1e-12 floor use the plain difference.
+
+  Args:
+    f: [m, d] rows.
+    c: [d] reference row (e.g. the mean).
+
+  Returns:
+    [m, d].
+  """
+  e = f - c
+  cn = jnp.sqrt(jnp.sum(c * c))
+  fn = jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True))
+  safe_cn = jnp.maximum(cn, _NORM_FLOOR)
+  safe_fn = jnp.maximum(fn, _NORM_FLOOR)
+  delta = (2.0 * jnp.sum(e * c, axis=-1, keepdims=True) + jnp.sum(e * e, axis=-1, keepdims=True)
+           ) / (safe_fn + safe_cn)
+  shifted = (e - (c / safe_cn) * delta) / safe_fn
+  plain = normalize_rows(f) - c / safe_cn
+  return jnp.where((fn > _NORM_FLOOR) & (cn > _NORM_FLOOR), shifted, plain)
+
+
+def total_rate(z, eps, *, config: Config, eps_vector: bool, moment=None, dim=None):
+  """``R(Z)`` of the preprocessed ``z``, and the eigenvalues the official rank rule needs (or None).
+
+  Plain centring leaves rows that sum to zero (rank ``<= n - 1``); the official pipeline's second
+  normalisation does not.
+  """
+  centred = not config.normalize
+  if config.rank_normalize:
+    return coding_rate_terms(z, eps, eps_vector=eps_vector, centred=centred, dim=dim,
+                             return_eigvals=True, moment=moment)
+  return coding_rate_terms(z, eps, eps_vector=eps_vector, centred=centred, dim=dim,
+                           moment=moment), None
+
+
+def rank_normalized(scores, lam, dim, config: Config):
+  """``scores`` divided by the numerical rank (official preset; 0 when the rank is 0)."""
+  if not config.rank_normalize:
+    return scores
+  rank = numerical_rank(lam, dim).astype(scores.dtype)
+  return jnp.where(rank > 0, scores / jnp.maximum(rank, 1.0), 0.0)
+
+
+def numerical_rank(eigvals: jax.Array, dim) -> jax.Array:
+  """NumPy's ``matrix_rank`` rule on a ``dim x dim`` PSD matrix with eigenvalues ``eigvals``.
+
+  Counts eigenvalues above ``max(eigvals) * dim * finfo(dtype).eps``.
+  """
+  tol = jnp.max(eigvals) * dim * jnp.finfo(eigvals.dtype).eps
+  return jnp.sum(eigvals > tol)
+
+
+def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, config: Config,
+                     num_classes: int, eps_vector: bool, layout: Optional[DenseLayout] = None):
+  """TransRate of one feature matrix; pure and traceable (``vmap`` over ``features`` works).
+
+  Args:
+    features: [n, d] float.
+    labels: [n] int32 in ``0..num_classes-1``.
+    index_blocks, class_ids: from :func:`make_block_plan` (built for width d) for labels known on
+      the host; None for traced labels (then the dense layouts of :func:`dense_layout` are used).
+    dim: the true feature width (zero columns appended for padding do not count), used by the
+      official rank normalisation and the eigenvalue rank bounds.
+    eps: scalar or [E].
+    config: static :class:`Config`.
+    num_classes: static C.
+    eps_vector: whether ``eps`` is [E].
+    layout: traced labels only: force a :class:`DenseLayout` (tests).
+
+  Returns:
+    Scalar, or [E] when ``eps_vector``.
+  """
+  n, width = features.shape
+  z = preprocess(features, config)
+  eps = jnp.asarray(eps, z.dtype)
+  counts = jnp.zeros((num_classes,), z.dtype).at[labels].add(1.0)
+  weights = class_weights(counts, n, config.weighting)
+  moments, total_moment = None, None
+  if index_blocks is not None:
+    gram, shared = block_sides(index_blocks, n, width)
+    moments = class_block_moments(z, index_blocks, gram)
+    if shared:  # Z^T Z = sum_c Z_c^T Z_c: no second pass over the data
+      total_moment = sum(numerics.sum_leading(m) for m in moments)
+  total, lam = total_rate(z, eps, config=config, eps_vector=eps_vector, moment=total_moment,
+                          dim=dim)
+  if index_blocks is not None:
+    cond = class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps,
+                              eps_vector=eps_vector, moments=moments, dim=dim)
+  else:
+    cond = class_terms_dense(z, labels, weights, counts, eps, num_classes=num_classes,
+                             eps_vector=eps_vector, dim=dim, layout=layout)
+  cond = cond + full_class_weight(weights, counts, n) * total
+  return rank_normalized(total - cond, lam, dim, config)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("config", "num_classes", "eps_vector"))
+def transrate_jit(features, labels, index_blocks, class_ids, dim, eps, *, config, num_classes,
+                   eps_vector):
+  return transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, config=config,
+                          num_classes=num_classes, eps_vector=eps_vector)
+
+
+@functools.partial(jax.jit, static_argnames=("eps_vector",))
+def coding_rate_jit(features, eps, *, eps_vector):
+  return coding_rate_terms(features, jnp.asarray(eps, features.dtype), eps_vector=eps_vector)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep's batched TransRate (see sweep.score_many).
+
+@functools.partial(jax.jit, static_argnames=("config", "num_classes", "eps_vector"))
+def transrate_stack(stack, labels, index_blocks, class_ids, dims, eps, *, config, num_classes,
+                     eps_vector):
+  """``vmap`` of :func:`transrate_kernel` over ``stack`` [k, n, D] with true widths ``dims`` [k]."""
+  def one(features, dim):
+    return transrate_kernel(
+        features, labels, index_blocks, class_ids, dim, eps, config=config,
+        num_classes=num_classes, eps_vector=eps_vector)
+
+  return jax.vmap(one)(stack, dims)
+
+
+def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=None):
+  """Factory for the batched TransRate: validates once, plans the class blocks once per width."""
+  config = resolve_config(weighting, preset)
+  y, num_classes = validation.check_labels(labels, n, num_classes=num_classes)
+  eps, eps_vector = validation.check_eps(eps)
+  concrete = validation.is_concrete(labels)
+  host = np.asarray(labels) if concrete else None
+  plans = {}
+
+  def plan(width):
+    # The plan puts each class on its full-rank side for this (padded) width; padded_width keeps
+    # every side the one of the true width.
+    if not concrete:
+      return None, None
+    if width not in plans:
+      plans[width] = make_block_plan(host, num_classes, width)
+    return plans[width]
+
+  raw_eps = eps
+  checked = set()
+
+  def check_dtype(dtype):
+    # eps must be a normal number in the dtype the matrices are scored in (1e-50 is 0 in float32).
+    if dtype not in checked:
+      validation.check_eps(raw_eps, dtype=dtype)
+      checked.add(dtype)
+
+  if numerics.one_matrix_per_program():
+    def single(f, dim):
+      check_dtype(f.dtype)
+      index_blocks, class_ids = plan(f.shape[1])
+      return transrate_jit(
+          f, y, index_blocks, class_ids, dim, eps, config=config, num_classes=num_classes,
+          eps_vector=eps_vector)
+    run = numerics.one_at_a_time(single)
+  else:
+    def run(stack, dims):
+      check_dtype(stack.dtype)
+      index_blocks, class_ids = plan(stack.shape[-1])
+      return transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
+                              num_classes=num_classes, eps_vector=eps_vector)
+
+  # Row counts of the terms: n (the total) and every class's n_c.
+  rows = [int(n)]
+  if concrete:
+    rows += [int(c) for c in np.bincount(host.astype(np.int64), minlength=num_classes) if c]
+  rows = sorted(set(rows))
+
+  def padded_width(width, padded):
+    # A term of m rows is on the Gram side iff m <= width (transrate.gram_side, the rank rule).
+    # Padding past a row count m > width would move that term to an m x m Gram matrix of rank
+    # <= width, whose m - width zero eigenvalues come out as round-off in float32: stop below it.
+    above = [m for m in rows if m > width]
+    return min(padded, above[0] - 1) if above else padded
+
+  run.padded_width = padded_width
+  return run
+
+
+def compiled_programs() -> int:
+  """How many TransRate programs the jit caches hold (one per distinct shape and option set).
+
+  Counted from the jitted functions' own caches, so no module state is kept; the difference
+  across a call is the number of programs it compiled (tests and benchmarks use it).
+  """
+  return transrate_jit._cache_size() + transrate_stack._cache_size()  # pylint: disable=protected-access
