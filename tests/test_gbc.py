@@ -8,28 +8,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference_peers_b as R
+import cases_peers as cases
+import reference_gbc
+import reference_pca
 from transrate_jax._src import gbc as gbc_lib
 from transrate_jax._src import peer_numerics
 
 REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
-CASES = sorted(R.FEATURE_CASES)
+CASES = sorted(cases.FEATURE_CASES)
 
 @pytest.mark.parametrize("shape", [(50, 8), (12, 30)])
 def test_pca_matches_sklearn(shape):
   x = np.random.default_rng(0).normal(size=shape) @ np.diag(np.linspace(1, 3, shape[1]))
   k = 5
   got = jax.jit(peer_numerics.pca_project, static_argnums=1)(x, k)
-  np.testing.assert_allclose(got, R.pca_full(x, k), atol=1e-10)
+  np.testing.assert_allclose(got, reference_pca.pca_full(x, k), atol=1e-10)
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
 def test_gbc_matches_stable_transfer_and_oracle(name, gaussian):
-  x, y = R.feature_case(name)
+  x, y = cases.feature_case(name)
   want = REF["gbc_stable_transfer"][f"{name}/{gaussian}"]
   # The reference casts PCA outputs to float32 when it reduces (d > 64).
   rtol = 1e-10 if REF["gbc_stable_transfer_input_dtype"][f"{name}/{gaussian}"] == "float64" else 2e-5
-  oracle = R.gbc(x, y, gaussian=gaussian)
+  oracle = reference_gbc.gbc(x, y, gaussian=gaussian)
   np.testing.assert_allclose(oracle, want, rtol=rtol)
   np.testing.assert_allclose(gbc_lib.gbc(x, y, gaussian=gaussian), oracle, rtol=1e-9)
   if name == "small":  # the low-noise cases are too ill-conditioned for a float32 PCA
@@ -38,10 +40,10 @@ def test_gbc_matches_stable_transfer_and_oracle(name, gaussian):
     np.testing.assert_allclose(got32, oracle, rtol=1e-4)
 
 def test_gbc_jit_vmap_empty_class_and_relabel():
-  x, y = R.feature_case("small")
+  x, y = cases.feature_case("small")
   f = jax.jit(jax.vmap(lambda a: gbc_lib.gbc(a, y, num_classes=4, pca_dim=6)))
   got = f(jnp.stack([x, x[::-1]]))
-  want0 = R.gbc(x, y, pca_dim=6)
+  want0 = reference_gbc.gbc(x, y, pca_dim=6)
   np.testing.assert_allclose(got[0], want0, rtol=1e-9)
   # An empty class (label 4 unused, 5 classes declared) contributes nothing.
   y_gap = np.where(y == 3, 4, y)

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference_peers_a as ref
+import cases_peers as cases
+import reference_hscore
 from transrate_jax._src.hscore import hscore
 from transrate_jax._src.hscore import regularized_hscore
 from transrate_jax._src.hscore import regularized_hscore_details
@@ -19,22 +20,22 @@ _NAMES = ["balanced", "imbalanced", "n_lt_d", "many_classes", "two_classes", "de
 
 @pytest.mark.parametrize("name", _NAMES)
 def test_hscore_float64_oracle_and_tllib(name):
-  f, y = ref.CASES[name]()
+  f, y = cases.CASES[name]()
   got = hscore(f, y)
   assert got.dtype == jnp.float64
-  np.testing.assert_allclose(float(got), ref.hscore(f, y), rtol=1e-10)
+  np.testing.assert_allclose(float(got), reference_hscore.hscore(f, y), rtol=1e-10)
   np.testing.assert_allclose(float(got), _DATA["classification"][name]["tllib_h_score"], rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", _NAMES)
 def test_regularized_float64_oracle_tllib_sklearn(name):
-  f, y = ref.CASES[name]()
+  f, y = cases.CASES[name]()
   n = len(y)
   got, a = regularized_hscore_details(f, y)
   pub = _DATA["classification"][name]
   np.testing.assert_allclose(float(a), pub["sklearn_ledoit_wolf_shrinkage"], rtol=1e-10)
-  np.testing.assert_allclose(float(a), ref.ledoit_wolf_shrinkage(f), rtol=1e-10)
-  np.testing.assert_allclose(float(got), ref.regularized_hscore(f, y), rtol=1e-10)
+  np.testing.assert_allclose(float(a), reference_hscore.ledoit_wolf_shrinkage(f), rtol=1e-10)
+  np.testing.assert_allclose(float(got), reference_hscore.regularized_hscore(f, y), rtol=1e-10)
   # tllib mixes sklearn's 1/n covariance with np.cov's 1/(n-1): its value is ours * n/(n-1).
   np.testing.assert_allclose(float(got) * n / (n - 1), pub["tllib_regularized_h_score"],
                              rtol=1e-10)
@@ -42,22 +43,22 @@ def test_regularized_float64_oracle_tllib_sklearn(name):
 
 @pytest.mark.parametrize("name", ["balanced", "n_lt_d", "many_classes"])
 def test_float32(name):
-  f, y = ref.CASES[name]()
+  f, y = cases.CASES[name]()
   f32 = f.astype(np.float32)
   h = hscore(f32, y)
   r = regularized_hscore(f32, y)
   assert h.dtype == jnp.float32 and r.dtype == jnp.float32
-  np.testing.assert_allclose(float(h), ref.hscore(f, y), rtol=2e-4)
-  np.testing.assert_allclose(float(r), ref.regularized_hscore(f, y), rtol=2e-4)
+  np.testing.assert_allclose(float(h), reference_hscore.hscore(f, y), rtol=2e-4)
+  np.testing.assert_allclose(float(r), reference_hscore.regularized_hscore(f, y), rtol=2e-4)
 
 
 def test_n_le_d_gives_c_minus_1():
-  f, y = ref.CASES["n_lt_d"]()
+  f, y = cases.CASES["n_lt_d"]()
   np.testing.assert_allclose(float(hscore(f, y)), 2.0, rtol=1e-10)
 
 
 def test_jit_vmap_invariances_and_edges():
-  f, y = ref.CASES["imbalanced"]()
+  f, y = cases.CASES["imbalanced"]()
   h, r = float(hscore(f, y)), float(regularized_hscore(f, y))
   jh = jax.jit(lambda a, b: hscore(a, b, num_classes=5))
   jr = jax.jit(lambda a, b: regularized_hscore(a, b, num_classes=5))
@@ -82,9 +83,9 @@ def test_jit_vmap_invariances_and_edges():
   np.testing.assert_allclose(float(hscore(f, y, num_classes=7)), h, rtol=1e-12)
   y1 = y.copy()
   y1[0] = 5
-  np.testing.assert_allclose(float(hscore(f, y1)), ref.hscore(f, y1), rtol=1e-10)
-  np.testing.assert_allclose(float(regularized_hscore(f, y1)), ref.regularized_hscore(f, y1),
-                             rtol=1e-10)
+  np.testing.assert_allclose(float(hscore(f, y1)), reference_hscore.hscore(f, y1), rtol=1e-10)
+  np.testing.assert_allclose(float(regularized_hscore(f, y1)),
+                             reference_hscore.regularized_hscore(f, y1), rtol=1e-10)
   # Constant features: defined value 0; d = 1: shrinkage 0.
   assert float(hscore(np.ones((10, 3)), np.arange(10) % 2)) == 0.0
   f1 = f[:, :1]
@@ -94,7 +95,7 @@ def test_jit_vmap_invariances_and_edges():
 
 
 def test_errors():
-  f, y = ref.CASES["balanced"]()
+  f, y = cases.CASES["balanced"]()
   for fn in (hscore, regularized_hscore):
     with pytest.raises(ValueError, match="2-D"):
       fn(f[0], y)

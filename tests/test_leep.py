@@ -8,18 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference_peers_b as R
+import cases_peers as cases
+import reference_leep
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import leep as leep_lib
 
 REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
 
 
-@pytest.mark.parametrize("name", sorted(R.PROB_CASES))
+@pytest.mark.parametrize("name", sorted(cases.PROB_CASES))
 def test_leep_matches_tllib_and_oracle(name):
-  theta, y = R.make_probs(*R.PROB_CASES[name])
+  theta, y = cases.make_probs(*cases.PROB_CASES[name])
   want = REF["leep_tllib"][name]
-  np.testing.assert_allclose(R.leep(theta, y), want, rtol=1e-12)
+  np.testing.assert_allclose(reference_leep.leep(theta, y), want, rtol=1e-12)
   np.testing.assert_allclose(leep_lib.leep(theta, y), want, rtol=1e-12)
   got32 = leep_lib.leep(theta.astype(np.float32), y)
   assert got32.dtype == jnp.float32
@@ -27,13 +28,14 @@ def test_leep_matches_tllib_and_oracle(name):
 
 
 def test_leep_jit_vmap_and_zero_source_class():
-  theta, y = R.make_probs(*R.PROB_CASES["probs"])
+  theta, y = cases.make_probs(*cases.PROB_CASES["probs"])
   theta2 = np.array(theta)
   theta2[:, 3] = 0.0  # a source class that is never predicted
   theta2 /= theta2.sum(axis=1, keepdims=True)
   stack = jnp.stack([theta, theta2])
   got = jax.jit(jax.vmap(lambda t: leep_lib.leep(t, y, num_classes=5)))(stack)
-  np.testing.assert_allclose(got, [R.leep(theta, y), R.leep(theta2, y)], rtol=1e-12)
+  np.testing.assert_allclose(got, [reference_leep.leep(theta, y), reference_leep.leep(theta2, y)],
+                             rtol=1e-12)
   assert np.isfinite(got).all()
   # Renaming target classes does not change the score.
   perm = np.array([2, 0, 4, 1, 3])
@@ -41,7 +43,7 @@ def test_leep_jit_vmap_and_zero_source_class():
 
 
 def test_leep_rejects_bad_probabilities():
-  theta, y = R.make_probs(*R.PROB_CASES["probs"])
+  theta, y = cases.make_probs(*cases.PROB_CASES["probs"])
   with pytest.raises(ValueError, match="sum to 1"):
     leep_lib.leep(theta * 2, y)
   bad = theta.copy()
@@ -57,11 +59,11 @@ def test_leep_rejects_bad_probabilities():
     jax.jit(leep_lib.leep)(theta, y)
 
 
-@pytest.mark.parametrize("name", sorted(R.HARD_CASES))
+@pytest.mark.parametrize("name", sorted(cases.HARD_CASES))
 def test_nce_matches_tllib_and_oracle(name):
-  z, y = R.make_hard(*R.HARD_CASES[name])
+  z, y = cases.make_hard(*cases.HARD_CASES[name])
   want = REF["nce_tllib"][name]
-  np.testing.assert_allclose(R.nce(z, y), want, rtol=1e-12)
+  np.testing.assert_allclose(reference_leep.nce(z, y), want, rtol=1e-12)
   np.testing.assert_allclose(leep_lib.nce(z, y), want, rtol=1e-12)
   got = jax.jit(lambda a, b: leep_lib.nce(a, b, num_classes=6, num_source_classes=30))(z, y)
   np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -92,7 +94,7 @@ def test_em_matches_sklearn(init):
   x, _ = _blobs(0)
   resp0 = leep_lib._initial_resp(jax.random.key(3), jnp.asarray(x), 3, init)
   log_resp, lower, n_iter, converged = _FIT(x, resp0)
-  ref = R.sklearn_gmm(x, np.asarray(resp0))
+  ref = reference_leep.sklearn_gmm(x, np.asarray(resp0))
   assert bool(converged) and ref.converged_
   assert int(n_iter) == ref.n_iter_
   np.testing.assert_allclose(lower, ref.lower_bound_, rtol=1e-10)
@@ -102,7 +104,7 @@ def test_em_matches_sklearn(init):
 def test_em_float32_and_max_iter():
   x, _ = _blobs(1)
   resp0 = leep_lib._initial_resp(jax.random.key(0), jnp.asarray(x), 3, "kmeans++")
-  ref = R.sklearn_gmm(x, np.asarray(resp0))
+  ref = reference_leep.sklearn_gmm(x, np.asarray(resp0))
   log_resp, _, _, _ = _FIT(jnp.asarray(x, jnp.float32), resp0.astype(jnp.float32))
   assert log_resp.dtype == jnp.float32
   np.testing.assert_allclose(np.exp(log_resp), ref.predict_proba(x), atol=1e-3)
@@ -120,17 +122,17 @@ def _nleep_init(x, num_components, key):
 
 @pytest.mark.parametrize("name", ["small"])
 def test_nleep_matches_sklearn_oracle(name):
-  x, y = R.feature_case(name)
+  x, y = cases.feature_case(name)
   key = jax.random.key(7)
   k, resp0 = _nleep_init(x, 5 * 4, key)
   from sklearn.decomposition import PCA
   assert k == PCA(n_components=0.8, svd_solver="full").fit(x).n_components_
-  want = R.nleep(x, y, np.asarray(resp0))
+  want = reference_leep.nleep(x, y, np.asarray(resp0))
   np.testing.assert_allclose(leep_lib.nleep(x, y, key=key), want, rtol=1e-8)
 
 
 def test_nleep_static_pca_dim_jit_vmap():
-  x, y = R.feature_case("small")
+  x, y = cases.feature_case("small")
   key = jax.random.key(1)
   f = jax.jit(jax.vmap(lambda a: leep_lib.nleep(a, y, key=key, pca_dim=3, num_classes=4,
                                                 components_per_class=2)))
@@ -178,6 +180,6 @@ def test_nleep_default_key_in_sweeps():
 
 def test_nce_no_dense_table_for_sparse_labels():
   """NCE counts label pairs by sorting: sparse label values allocate nothing per class pair."""
-  z, y = R.make_hard(*R.HARD_CASES["hard"])
-  want = R.nce(z, y)
+  z, y = cases.make_hard(*cases.HARD_CASES["hard"])
+  want = reference_leep.nce(z, y)
   np.testing.assert_allclose(leep_lib.nce(z * 7000, y * 9000), want, rtol=1e-12)

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference_peers_a as ref
+import cases_peers as cases
+import reference_logme
 from transrate_jax._src.logme import logme
 from transrate_jax._src.logme import logme_details
 
@@ -29,19 +30,19 @@ def oracle_exact():
 
   def get(name):
     if name not in cache:
-      if name in ref.CASES:
-        f, y = ref.CASES[name]()
-        cache[name] = ref.logme(f, y)
+      if name in cases.CASES:
+        f, y = cases.CASES[name]()
+        cache[name] = reference_logme.logme(f, y)
       else:
-        f, t = ref.REGRESSION_CASES[name]()
-        cache[name] = ref.logme(f, t, regression=True)
+        f, t = cases.REGRESSION_CASES[name]()
+        cache[name] = reference_logme.logme(f, t, regression=True)
     return cache[name]
   return get
 
 
 @pytest.mark.parametrize("name", _CLS)
 def test_exact_matches_oracle_float64(name, oracle_exact):
-  f, y = ref.CASES[name]()
+  f, y = cases.CASES[name]()
   score, info = _with_info(f, y)
   assert score.dtype == jnp.float64
   assert bool(info["converged"])
@@ -50,13 +51,13 @@ def test_exact_matches_oracle_float64(name, oracle_exact):
 
 @pytest.mark.parametrize("name", _REG)
 def test_exact_regression_matches_oracle(name, oracle_exact):
-  f, t = ref.REGRESSION_CASES[name]()
+  f, t = cases.REGRESSION_CASES[name]()
   np.testing.assert_allclose(float(logme(f, t, regression=True)), oracle_exact(name), rtol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["balanced", "imbalanced", "n_lt_d", "many_classes"])
 def test_exact_float32(name, oracle_exact):
-  f, y = ref.CASES[name]()
+  f, y = cases.CASES[name]()
   score = logme(f.astype(np.float32), y)
   assert score.dtype == jnp.float32
   # Evidence per sample is O(1); float32 eigh/round-off of |y|^2 - sum p^2/(t + s).
@@ -69,27 +70,27 @@ def test_presets_match_public_code(preset, name):
   if preset == "thuml" and name == "dead_units":
     pytest.skip("thuml's truncated SVD keeps round-off singular values of zero columns and "
                 "divides by them: its number there is round-off (see test below).")
-  f, y = ref.CASES[name]()
+  f, y = cases.CASES[name]()
   want = _DATA["classification"][name][preset + "_logme"]
   got = float(logme(f, y, preset=preset))
   # n_lt_d with tllib: the public code's D - N round-off eigenvalues of F^T F enter gamma.
   rtol = 1e-7 if (name == "n_lt_d" and preset == "tllib") else 1e-10
   np.testing.assert_allclose(got, want, rtol=rtol)
   if name in ("balanced", "two_classes"):
-    np.testing.assert_allclose(got, ref.logme(f, y, variant=preset), rtol=1e-11)
+    np.testing.assert_allclose(got, reference_logme.logme(f, y, variant=preset), rtol=1e-11)
 
 
 @pytest.mark.parametrize("preset", ["thuml", "tllib"])
 @pytest.mark.parametrize("name", _REG)
 def test_presets_regression_match_public_code(preset, name):
-  f, t = ref.REGRESSION_CASES[name]()
+  f, t = cases.REGRESSION_CASES[name]()
   want = _DATA["regression"][name][preset + "_logme"]
   np.testing.assert_allclose(float(logme(f, t, regression=True, preset=preset)), want, rtol=1e-10)
 
 
 def test_n_lt_d_thuml_inflates_exact_does_not(oracle_exact):
   """N < D: thuml drops (D - k)/2 log alpha; exact and tllib keep it."""
-  f, y = ref.CASES["n_lt_d"]()
+  f, y = cases.CASES["n_lt_d"]()
   exact = float(logme(f, y))
   thuml = float(logme(f, y, preset="thuml"))
   np.testing.assert_allclose(exact, oracle_exact("n_lt_d"), rtol=1e-9)
@@ -102,16 +103,16 @@ def test_n_lt_d_thuml_inflates_exact_does_not(oracle_exact):
 
 
 def test_dead_units_thuml_public_number_is_roundoff():
-  f, y = ref.CASES["dead_units"]()
+  f, y = cases.CASES["dead_units"]()
   ours = float(logme(f, y, preset="thuml"))
-  np.testing.assert_allclose(ours, ref.logme(f, y, variant="thuml"), rtol=1e-10)
+  np.testing.assert_allclose(ours, reference_logme.logme(f, y, variant="thuml"), rtol=1e-10)
   # Exact ignores exactly-zero columns (as tllib does).
   np.testing.assert_allclose(float(logme(f, y)), float(logme(f[:, np.any(f != 0, axis=0)], y)),
                              rtol=1e-10)
 
 
 def test_details_and_iterations():
-  f, y = ref.CASES["balanced"]()
+  f, y = cases.CASES["balanced"]()
   score, info = _with_info(f, y)
   assert set(info) >= {"converged", "iterations", "evidence", "alpha", "beta"}
   assert info["evidence"].shape == (4,)
@@ -123,7 +124,7 @@ def test_details_and_iterations():
 
 
 def test_jit_vmap_and_invariances():
-  f, y = ref.CASES["imbalanced"]()
+  f, y = cases.CASES["imbalanced"]()
   want = float(logme(f, y))
   jitted = jax.jit(lambda a, b: logme(a, b, num_classes=5))
   np.testing.assert_allclose(float(jitted(f, y)), want, rtol=1e-10)
@@ -143,22 +144,22 @@ def test_jit_vmap_and_invariances():
   padded = np.concatenate([f, np.zeros((f.shape[0], 5))], axis=1)
   np.testing.assert_allclose(float(logme(padded, y)), want, rtol=1e-10)
   # Regression under jit.
-  fr, t = ref.REGRESSION_CASES["reg_three"]()
+  fr, t = cases.REGRESSION_CASES["reg_three"]()
   np.testing.assert_allclose(float(jax.jit(lambda a, b: logme(a, b, regression=True))(fr, t)),
                              float(logme(fr, t, regression=True)), rtol=1e-10)
 
 
 def test_empty_class_is_skipped():
-  f, y = ref.CASES["balanced"]()
+  f, y = cases.CASES["balanced"]()
   y5 = np.where(y == 3, 4, y)  # class 3 empty, C = 5
   _, info = _with_info(f, y5)
   present = info["evidence"][np.array([0, 1, 2, 4])]
   np.testing.assert_allclose(float(logme(f, y5)), float(jnp.mean(present)), rtol=1e-12)
-  np.testing.assert_allclose(float(logme(f, y5)), ref.logme(f, y5), rtol=1e-9)
+  np.testing.assert_allclose(float(logme(f, y5)), reference_logme.logme(f, y5), rtol=1e-9)
 
 
 def test_errors():
-  f, y = ref.CASES["balanced"]()
+  f, y = cases.CASES["balanced"]()
   with pytest.raises(ValueError, match="2-D"):
     logme(f[0], y)
   with pytest.raises(ValueError, match="entries"):

@@ -8,15 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference_peers_b as R
+import cases_peers as cases
+import reference_parc
 from transrate_jax._src import parc as parc_lib
 
 REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
 
 @pytest.mark.parametrize("name", ["small", "parc_pca"])
 def test_parc_matches_oracle(name):
-  x, y = R.feature_case(name)
-  want = R.parc(x, y)
+  x, y = cases.feature_case(name)
+  want = reference_parc.parc(x, y)
   np.testing.assert_allclose(parc_lib.parc(x, y), want, rtol=1e-9)
   if name == "small":
     got32 = parc_lib.parc(x.astype(np.float32), y)
@@ -24,15 +25,15 @@ def test_parc_matches_oracle(name):
     np.testing.assert_allclose(got32, want, rtol=1e-4)
 
 def test_parc_matches_dbolya():
-  x, y = R.feature_case("parc_pca")
+  x, y = cases.feature_case("parc_pca")
   # The reference's randomised PCA approximates the exact one used here.
   np.testing.assert_allclose(parc_lib.parc(x, y), REF["parc_dbolya"]["parc_pca"], rtol=1e-5)
 
 def test_parc_ties_jit_vmap():
-  x, y = R.feature_case("small")
+  x, y = cases.feature_case("small")
   x = np.concatenate([x, x[:10]])  # duplicated rows: tied correlations
   y = np.concatenate([y, y[:10]])
-  want = R.parc(x, y, pca_dim=6)
+  want = reference_parc.parc(x, y, pca_dim=6)
   got = jax.jit(jax.vmap(lambda a: parc_lib.parc(a, y, pca_dim=6, num_classes=4)))(
       jnp.stack([x, 2.0 * x]))
   np.testing.assert_allclose(got, [want, want], rtol=1e-7)

@@ -40,6 +40,7 @@ from flax import nnx
 
 from transrate_jax._src import numerics
 from transrate_jax._src import progress as progress_lib
+from transrate_jax._src import validation
 
 POOL_MODES = ("mean", "max", "flatten", "first")
 OUTPUT_NAME = "output"
@@ -351,9 +352,7 @@ def intermediates(
     >>> {k: v.shape for k, v in feats.items()}  # doctest: +SKIP
     {'blocks/0': (512, 64), 'blocks/1': (512, 32)}
   """
-  if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-      or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive Python int; got {batch_size!r}.")
+  validation.check_positive_int(batch_size, "batch_size")
   if not callable(pool) and pool not in POOL_MODES:
     raise ValueError(f"pool must be one of {POOL_MODES} or a callable; got {pool!r}.")
   call_kwargs = dict(call_kwargs or {})

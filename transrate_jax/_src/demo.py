@@ -174,7 +174,6 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   from transrate_jax import models as models_lib  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
   from transrate_jax._src import probe  # noqa: PLC0415
-  from transrate_jax._src import selection  # noqa: PLC0415
 
   start = time.perf_counter()
   timings = {"load": {}, "extract": {}, "images_per_s": {}}

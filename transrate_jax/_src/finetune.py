@@ -357,7 +357,7 @@ def finetune_head_accuracy(model, x_train, y_train, x_test, y_test, *, num_class
   def make(seed):
     net = nnx.clone(model)
     setattr(net, head, nnx.Linear(old.in_features, num_classes, rngs=nnx.Rngs(seed)))
-    for _, module in net.iter_modules():
+    for _, module in nnx.iter_modules(net):
       if isinstance(module, nnx.Dropout) and module.rngs is None:
         module.rngs = nnx.Rngs(dropout=seed).dropout  # dropout is on while training
       if isinstance(module, nnx.BatchNorm) and bn_momentum is not None:

@@ -11,7 +11,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
@@ -94,8 +93,7 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
   """
   if gaussian not in ("spherical", "diagonal"):
     raise ValueError(f"gaussian must be 'spherical' or 'diagonal'; got {gaussian!r}.")
-  if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
-    raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
+  validation.check_positive_int(pca_dim, "pca_dim")
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   validation.check_class_structure(labels, c, metric="GBC")

@@ -342,9 +342,8 @@ def nleep(features, labels, *, key=None, variance: float = 0.8, pca_dim: int | N
     raise ValueError(f"init must be 'kmeans++' or 'random'; got {init!r}.")
   if key is None:
     key = jax.random.key(0)
-  for name, value in (("components_per_class", components_per_class), ("max_iter", max_iter)):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-      raise ValueError(f"{name} must be a positive Python int; got {value!r}.")
+  validation.check_positive_int(components_per_class, "components_per_class")
+  validation.check_positive_int(max_iter, "max_iter")
   if not 0 < float(variance) <= 1:
     raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")
   x = validation.check_features(features)
@@ -358,8 +357,7 @@ def nleep(features, labels, *, key=None, variance: float = 0.8, pca_dim: int | N
   config = dict(num_classes=c, num_components=num_components, max_iter=int(max_iter),
                 tol=float(tol), reg_covar=float(reg_covar), init=init)
   if pca_dim is not None:
-    if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
-      raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
+    validation.check_positive_int(pca_dim, "pca_dim")
     k = min(int(pca_dim), n, d)
     return _nleep_kernel(x, y, key, pca_dim=k, **config)
   if not validation.is_concrete(x):

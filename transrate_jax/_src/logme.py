@@ -495,8 +495,7 @@ def logme_details(features, labels, *, regression: bool = False, num_classes: in
     p_iter, p_tol, strict, stab, variant = _PRESETS[preset]
   max_iter = p_iter if max_iter is None else max_iter
   tol = p_tol if tol is None else tol
-  if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 1:
-    raise ValueError(f"max_iter must be a positive Python int; got {max_iter!r}.")
+  validation.check_positive_int(max_iter, "max_iter")
   if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
     raise ValueError(f"tol must be a non-negative Python float; got {tol!r}.")
   if variant == "exact":

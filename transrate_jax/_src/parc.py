@@ -97,8 +97,7 @@ def parc(features, labels, *, pca_dim: int = 32, num_classes: int | None = None)
 
   Reference: Bolya et al., NeurIPS 2021.
   """
-  if not isinstance(pca_dim, (int, np.integer)) or isinstance(pca_dim, bool) or pca_dim < 1:
-    raise ValueError(f"pca_dim must be a positive Python int; got {pca_dim!r}.")
+  validation.check_positive_int(pca_dim, "pca_dim")
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   n, d = x.shape

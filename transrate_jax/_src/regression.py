@@ -273,7 +273,7 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
     features: [n, d] float.
     labels: [k, n] int32, row j in ``0..num_classes[j]-1``.
     index_blocks, class_ids: per column, the plan of
-      :func:`transrate_jax._src.transrate.make_block_plan`.
+      :func:`transrate_jax._src.transrate_kernel.make_block_plan`.
     dim: the true feature width (for the official rank normalisation).
     eps: scalar or [E].
     config: static ``Config``.

@@ -136,10 +136,8 @@ class TransRateStats(NamedTuple):
 
     Memory: ``num_classes * dim * dim`` floats (the class second moments).
     """
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-      raise ValueError(f"dim must be a positive Python int; got {dim!r}.")
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-      raise ValueError(f"num_classes must be a positive Python int; got {num_classes!r}.")
+    validation.check_positive_int(dim, "dim")
+    validation.check_positive_int(num_classes, "num_classes")
     dtype = numerics.float_dtype(dtype)
     return cls(counts=jnp.zeros((num_classes,), jnp.int32),
                sums=jnp.zeros((num_classes, dim), dtype),

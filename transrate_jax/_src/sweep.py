@@ -140,8 +140,7 @@ def score_many(metric, features, labels, *, num_classes: Optional[int] = None,
   keys, arrays, kind = _items(features)
   if not arrays:
     raise ValueError("features is empty: pass at least one [n, d] array.")
-  if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
-    raise ValueError(f"max_bytes must be a positive int; got {max_bytes!r}.")
+  validation.check_positive_int(max_bytes, "max_bytes")
   if spec.consumes == "source_labels":
     bar = progress_lib.bar(len(arrays), progress, f"score_many({spec.name})")
     results = []

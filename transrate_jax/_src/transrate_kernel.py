@@ -648,7 +648,7 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
   rows = sorted(set(rows))
 
   def padded_width(width, padded):
-    # A term of m rows is on the Gram side iff m <= width (transrate.gram_side, the rank rule).
+    # A term of m rows is on the Gram side iff m <= width (gram_side, the rank rule).
     # Padding past a row count m > width would move that term to an m x m Gram matrix of rank
     # <= width, whose m - width zero eigenvalues come out as round-off in float32: stop below it.
     above = [m for m in rows if m > width]

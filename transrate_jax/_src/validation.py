@@ -94,6 +94,18 @@ def class_count_limit(n: int) -> int:
   return max(int(n), MAX_SPARSE_CLASSES)
 
 
+def check_positive_int(value, name: str) -> int:
+  """``value`` as a Python int >= 1: the check of every option that sets a shape or a count.
+
+  Raises:
+    ValueError: a float, a string, a bool, or a value < 1 (the message names ``name``).
+  """
+  if (not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_))
+      or value < 1):
+    raise ValueError(f"{name} must be a positive Python int; got {value!r}.")
+  return int(value)
+
+
 def check_num_classes(num_classes, *, name: str = "num_classes"):
   """``num_classes`` as a Python int >= 1 (``None`` passes through).
 

@@ -1,13 +1,9 @@
-"""Float64 NumPy oracles for LogME, H-score and regularized H-score, and their test inputs.
+"""Float64 NumPy oracle for LogME (classification and regression).
 
-Written from the papers' formulas (see each function's docstring), deliberately by a different route than the
-library: LogME solves the D x D system ``(a I + b F^T F) m = b F^T y`` and takes ``slogdet`` per
-column and per iteration (no shared eigendecomposition); H-scores form the covariance matrices with
-``np.cov`` and invert with ``np.linalg.pinv``.
-
-``CASES`` are deterministic inputs (only ``np.random.default_rng(seed)``): the numbers in
-``tests/data/peers_a_reference.json`` were produced by the public reference code on exactly these
-inputs (see ``tests/data/README.md``), so changing this file invalidates that JSON.
+Written from the paper's formulas (see each function's docstring), deliberately by a different
+route than the library: LogME solves the D x D system ``(a I + b F^T F) m = b F^T y`` and takes
+``slogdet`` per column and per iteration (no shared eigendecomposition). Its test inputs are
+``CASES`` and ``REGRESSION_CASES`` in ``tests/cases_peers.py``.
 """
 
 from __future__ import annotations
@@ -15,69 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-
-# ----------------------------------------------------------------------------------------------
-# Inputs.
-
-
-def make_case(seed, counts, d, *, sep=1.0, zero_columns=0):
-  """Class-structured features: offset + class mean + unit noise, labels in class order.
-
-  Args:
-    seed: seed of ``np.random.default_rng``.
-    counts: samples per class.
-    d: number of informative feature columns.
-    sep: standard deviation of the class means.
-    zero_columns: exactly-zero columns appended after shuffling the column order
-      (dead units; makes ``F^T F`` singular with N > D).
-
-  Returns:
-    features [n, d + zero_columns] float64, labels [n] int64.
-  """
-  rng = np.random.default_rng(seed)
-  counts = np.asarray(counts)
-  labels = np.repeat(np.arange(len(counts)), counts)
-  n = labels.shape[0]
-  offset = 2.0 * rng.normal(size=(1, d))
-  means = sep * rng.normal(size=(len(counts), d))
-  features = offset + means[labels] + rng.normal(size=(n, d))
-  if zero_columns:
-    full = np.zeros((n, d + zero_columns))
-    cols = np.sort(rng.permutation(d + zero_columns)[:d])
-    full[:, cols] = features
-    features = full
-  perm = rng.permutation(n)
-  return np.ascontiguousarray(features[perm]), labels[perm].astype(np.int64)
-
-
-def make_regression(seed, n, d, k):
-  """Features [n, d] and targets [n, k] = F W + noise (float64)."""
-  rng = np.random.default_rng(seed)
-  features = rng.normal(size=(n, d)) + 0.5
-  weights = rng.normal(size=(d, k)) / math.sqrt(d)
-  targets = features @ weights + 0.3 * rng.normal(size=(n, k))
-  return features, targets
-
-
-CASES = {
-    "balanced": lambda: make_case(10, [50, 50, 50, 50], 16),
-    "imbalanced": lambda: make_case(11, [150, 80, 40, 20, 10], 20),
-    "n_lt_d": lambda: make_case(12, [14, 13, 13], 100),
-    "many_classes": lambda: make_case(13, [30] * 20, 32, sep=0.5),
-    "two_classes": lambda: make_case(14, [90, 60], 12),
-    "dead_units": lambda: make_case(15, [50, 50, 50, 50], 14, zero_columns=10),
-}
-
-REGRESSION_CASES = {
-    "reg_one": lambda: make_regression(20, 150, 12, 1),
-    "reg_three": lambda: make_regression(21, 200, 24, 3),
-    "reg_n_lt_d": lambda: make_regression(22, 30, 60, 2),
-}
-
-
-# ----------------------------------------------------------------------------------------------
-# LogME.
 
 
 def _columns(labels_or_targets, regression):
@@ -204,57 +137,3 @@ def logme(features, targets, *, regression=False, variant="exact"):
   if variant == "exact":
     return float(np.mean([logme_exact_column(f, c) for c in cols]))
   return float(np.mean([logme_column(f, c, variant=variant)[0] for c in cols]))
-
-
-# ----------------------------------------------------------------------------------------------
-# H-scores.
-
-
-def _class_mean_matrix(f, labels):
-  """g [n, d]: each row replaced by its class mean (E[f | y])."""
-  g = np.zeros_like(f)
-  for c in np.unique(labels):
-    g[labels == c] = f[labels == c].mean(axis=0)
-  return g
-
-
-def _pinv(a):
-  """Pseudo-inverse dropping singular values below ``10 * dim * eps * s_max`` (jnp's default)."""
-  return np.linalg.pinv(a, rcond=10 * a.shape[0] * np.finfo(np.float64).eps)
-
-
-def hscore(features, labels):
-  """``tr(pinv(cov(f)) cov(E[f|y]))`` with ``np.cov`` (n - 1 normalisation)."""
-  f = np.asarray(features, np.float64)
-  labels = np.asarray(labels)
-  cov_f = np.atleast_2d(np.cov(f, rowvar=False))
-  cov_g = np.atleast_2d(np.cov(_class_mean_matrix(f, labels), rowvar=False))
-  return float(np.trace(_pinv(cov_f) @ cov_g))
-
-
-def ledoit_wolf_shrinkage(features):
-  """Ledoit-Wolf shrinkage written from the closed form (sklearn's non-blocked formula)."""
-  x = np.asarray(features, np.float64)
-  n, d = x.shape
-  if d == 1:
-    return 0.0
-  x = x - x.mean(axis=0)
-  emp_cov = x.T @ x / n
-  mu = np.trace(emp_cov) / d
-  delta = np.sum((emp_cov - mu * np.eye(d)) ** 2) / d
-  x2 = x ** 2
-  beta = (np.sum(x2.T @ x2) / n - np.sum(emp_cov ** 2)) / (d * n)
-  beta = min(beta, delta)
-  return 0.0 if beta == 0 else float(beta / delta)
-
-
-def regularized_hscore(features, labels):
-  """``tr(pinv(S_a) (1 - a) cov(E[f|y]))``, ``S_a = (1-a) S + a tr(S)/d I``, S = np.cov."""
-  f = np.asarray(features, np.float64)
-  labels = np.asarray(labels)
-  d = f.shape[1]
-  a = ledoit_wolf_shrinkage(f)
-  cov_f = np.atleast_2d(np.cov(f, rowvar=False))
-  shrunk = (1 - a) * cov_f + a * np.trace(cov_f) / d * np.eye(d)
-  cov_g = np.atleast_2d(np.cov(_class_mean_matrix(f, labels), rowvar=False))
-  return float(np.trace(_pinv(shrunk) @ ((1 - a) * cov_g)))
