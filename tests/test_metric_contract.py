@@ -104,6 +104,8 @@ def test_eager_jit_and_vmap_agree(metric):
   # score_many (batched when vmappable, one call per input otherwise) equals the eager calls.
   many = tj.score_many(metric.name, list(stack), y)
   np.testing.assert_allclose(np.asarray(many), each, rtol=1e-6)
+  stacked = tj.score_many(metric.name, stack, y)  # one stacked array: [L, n, d] or [L, n]
+  np.testing.assert_allclose(np.asarray(stacked), each, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, jnp.bfloat16])

@@ -36,7 +36,7 @@ def default_mesh(axis_name: str = "data") -> jax.sharding.Mesh:
 
 
 @functools.lru_cache(maxsize=None)
-def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector):
+def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, process_local=False):
   """The jit-compiled, shard_mapped score for one (mesh, config, shape class)."""
 
   def masked_mean(x, mask, cnt):
@@ -70,6 +70,8 @@ def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector):
     # plain preset re-centres at the (tiny) residual mean, the official one must not.
     out = _score_jit(counts, sums, second, eps, config=config, centre=not config.normalize,
                      eps_vector=eps_vector)
+    if process_local:  # every process holds the same value; a global array would need all hosts
+      return out
     return jax.device_put(out, NamedSharding(mesh, P()))  # replicated over the mesh, as before
 
   return score
@@ -89,7 +91,8 @@ def _score_jit(counts, sums, second, eps, *, config, centre, eps_vector):
 
 def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = None,
                       axis_name: Optional[str] = None, eps=1e-4, weighting: Optional[str] = None,
-                      preset: Optional[str] = None, num_classes: Optional[int] = None) -> jax.Array:
+                      preset: Optional[str] = None, num_classes: Optional[int] = None,
+                      process_local: bool = False) -> jax.Array:
   r"""TransRate with the sample axis sharded over a device mesh; the same score as one device.
 
   Each device forms the class statistics of its rows; ``psum`` inside ``jax.shard_map`` adds them:
@@ -107,9 +110,16 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
     mesh: a ``jax.sharding.Mesh``; default a 1-D mesh over all devices (``AxisType.Auto``).
     axis_name: the mesh axis to shard samples over (default: the mesh's first axis).
     eps, weighting, preset, num_classes: as in :func:`transrate_jax.transrate`.
+    process_local: many processes (``jax.distributed.initialize``: a TPU pod slice, several GPU
+      hosts): ``features`` [n_p, d] and ``labels`` [n_p] are THIS process's rows, which may differ
+      in number between processes, and every process calls the function with its own rows (and
+      the same keywords). The mesh spans every process's devices (the default mesh does). Each
+      process's rows are validated where they are; the row counts and, without ``num_classes``,
+      the largest label are exchanged with a small all-gather.
 
   Returns:
-    A replicated scalar (or [E] for a vector ``eps``).
+    A replicated scalar (or [E] for a vector ``eps``); with ``process_local``, the same value on
+    every process, as an array on this process's first device.
 
   Raises:
     ValueError: the errors of :func:`transrate_jax.transrate`, or an unknown ``axis_name``.
@@ -124,13 +134,15 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
   """
   config = kernel.resolve_config(weighting, preset)
-  f = validation.check_features(features)
-  y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
-  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   mesh = default_mesh() if mesh is None else mesh
   axis = mesh.axis_names[0] if axis_name is None else axis_name
   if axis not in mesh.axis_names:
     raise ValueError(f"axis_name {axis!r} is not an axis of the mesh {mesh.axis_names}.")
+  if process_local:
+    return _transrate_process_local(features, labels, mesh, axis, config, eps, num_classes)
+  f = validation.check_features(features)
+  y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   devices = mesh.shape[axis]
   n = f.shape[0]
   n_pad = -(-n // devices) * devices
@@ -144,4 +156,40 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   mask = jax.device_put(mask, rows)
   tile = streaming._tile_size(n_pad // devices, num_classes)  # pylint: disable=protected-access
   fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector)
+  return fn(f, y, mask, eps)
+
+
+def _allgather(value: np.ndarray) -> np.ndarray:
+  """``value`` of every process, stacked in process order (one host round trip)."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return np.asarray(multihost_utils.process_allgather(value))
+
+
+def _transrate_process_local(features, labels, mesh, axis, config, eps, num_classes):
+  """:func:`transrate_sharded` with each process holding its own rows (``process_local``)."""
+  f = validation.check_features(features, min_samples=1)
+  y, local_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
+  if num_classes is None:  # every process must agree on C: the largest label anywhere
+    num_classes = int(np.max(_allgather(np.asarray([local_classes], np.int64))))
+    y, _ = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
+  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
+  local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+  if local_devices == 0:
+    raise ValueError("process_local: the mesh holds none of this process's devices.")
+  counts = _allgather(np.asarray([f.shape[0]], np.int64)).reshape(-1)
+  # Every process contributes the same number of rows, a multiple of its device count; the mask
+  # drops the padding (processes may hold different numbers of real rows).
+  per = -(-int(counts.max()) // local_devices) * local_devices
+  n = f.shape[0]
+  mask = np.arange(per) < n
+  f = jnp.pad(f, ((0, per - n), (0, 0)))
+  y = jnp.pad(y, (0, per - n))
+  rows = NamedSharding(mesh, P(axis))
+  total = per * jax.process_count()
+  f = jax.make_array_from_process_local_data(NamedSharding(mesh, P(axis, None)), np.asarray(f),
+                                             (total, f.shape[1]))
+  y = jax.make_array_from_process_local_data(rows, np.asarray(y), (total,))
+  mask = jax.make_array_from_process_local_data(rows, mask, (total,))
+  tile = streaming._tile_size(per // local_devices, num_classes)  # pylint: disable=protected-access
+  fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, True)
   return fn(f, y, mask, eps)

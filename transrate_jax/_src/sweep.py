@@ -49,12 +49,13 @@ def _check_item(x, name: str, n: Optional[int]):
   return np.shape(x)[1], numerics.float_dtype(dtype)
 
 
-def _items(features):
-  """``(keys, arrays, kind)`` for a mapping, a sequence, or a 3-D array of matrices."""
+def _items(features, stacked_ndim: int = 3):
+  """``(keys, arrays, kind)`` for a mapping, a sequence, or one stacked array of the inputs
+  (``stacked_ndim``: 3 for [L, n, d] matrices, 2 for [L, n] source labels)."""
   if isinstance(features, Mapping):
     keys = list(features.keys())
     return keys, [features[k] for k in keys], "dict"
-  if isinstance(features, (np.ndarray, jax.Array)) and np.ndim(features) == 3:
+  if isinstance(features, (np.ndarray, jax.Array)) and np.ndim(features) == stacked_ndim:
     return list(range(features.shape[0])), [features[i] for i in range(features.shape[0])], "seq"
   if isinstance(features, Sequence) and not isinstance(features, (str, bytes)):
     return list(range(len(features))), list(features), "seq"
@@ -137,7 +138,7 @@ def score_many(metric, features, labels, *, num_classes: Optional[int] = None,
   kwargs = spec.check_options(options)
   if num_classes is not None:
     kwargs["num_classes"] = num_classes
-  keys, arrays, kind = _items(features)
+  keys, arrays, kind = _items(features, 2 if spec.consumes == "source_labels" else 3)
   if not arrays:
     raise ValueError("features is empty: pass at least one [n, d] array.")
   validation.check_positive_int(max_bytes, "max_bytes")
