@@ -36,10 +36,9 @@ def feature_metrics() -> list:
 
 
 def prediction_metrics() -> list:
-  """Registered metrics that take the source model's predictions (LEEP, NCE)."""
-  from transrate_jax._src import registry  # noqa: PLC0415
-  return list(registry.registered_metrics("source_probs")
-              + registry.registered_metrics("source_labels"))
+  """Registered metrics that take the source model's predictions (LEEP, NCE): the demo's list."""
+  from transrate_jax._src import demo  # noqa: PLC0415
+  return demo.prediction_metrics()
 
 
 CORRELATIONS = (("pearson", "Pearson"), ("kendall", "Kendall"), ("weighted_tau", "weighted Kendall"),
@@ -117,20 +116,11 @@ def score_features(features: Mapping[str, np.ndarray], labels, *,
   return scores
 
 
-def softmax(logits) -> np.ndarray:
-  z = np.asarray(logits, np.float64)
-  z = z - z.max(axis=1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=1, keepdims=True)
-
-
 def prediction_score(name: str, logits, labels) -> float:
-  """A metric of the source model's output logits: its softmax (LEEP) or its argmax (NCE)."""
-  from transrate_jax._src import registry  # noqa: PLC0415
-  spec = registry.get_metric(name)
-  if spec.consumes == "source_probs":
-    return float(spec.fn(softmax(logits), labels))
-  return float(spec.fn(np.asarray(logits).argmax(axis=1), labels))
+  """A metric of the source model's output logits (softmax for LEEP, argmax for NCE), in float64:
+  :func:`transrate_jax._src.demo.prediction_score` on the logits cast to float64."""
+  from transrate_jax._src import demo  # noqa: PLC0415
+  return demo.prediction_score(name, np.asarray(logits, np.float64), labels)
 
 
 def metric_call(name: str) -> Callable:

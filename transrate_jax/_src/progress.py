@@ -2,8 +2,8 @@
 
 ``progress=True`` always shows it and ``progress=False`` never does. The default, ``None``, shows
 it only for long interactive work: at least :data:`AUTO_MIN_STEPS` steps (or an unknown number),
-and a terminal or a notebook to show it in. A short call, a script whose output goes to a file and a test print
-nothing.
+and a terminal or a notebook to show it in. A short call, a script whose output goes to a file and
+a test print nothing.
 """
 
 from __future__ import annotations

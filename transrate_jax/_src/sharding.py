@@ -144,12 +144,8 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
   eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   devices = mesh.shape[axis]
-  n = f.shape[0]
-  n_pad = -(-n // devices) * devices
-  mask = np.arange(n_pad) < n
-  if n_pad != n:  # Pad rows to a multiple of the device count; the mask drops them.
-    f = jnp.pad(f, ((0, n_pad - n), (0, 0)))
-    y = jnp.pad(y, (0, n_pad - n))
+  n_pad = -(-f.shape[0] // devices) * devices  # a multiple of the device count
+  f, y, mask = _pad_rows(f, y, n_pad)
   rows = NamedSharding(mesh, P(axis))
   f = jax.device_put(f, NamedSharding(mesh, P(axis, None)))
   y = jax.device_put(y, rows)
@@ -157,6 +153,15 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   tile = streaming._tile_size(n_pad // devices, num_classes)  # pylint: disable=protected-access
   fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector)
   return fn(f, y, mask, eps)
+
+
+def _pad_rows(f, y, rows: int):
+  """``f`` [n, d] and ``y`` [n] padded with zero rows to ``rows``, and the mask of the real rows."""
+  n = f.shape[0]
+  if rows != n:
+    f = jnp.pad(f, ((0, rows - n), (0, 0)))
+    y = jnp.pad(y, (0, rows - n))
+  return f, y, np.arange(rows) < n
 
 
 def _allgather(value: np.ndarray) -> np.ndarray:
@@ -180,10 +185,7 @@ def _transrate_process_local(features, labels, mesh, axis, config, eps, num_clas
   # Every process contributes the same number of rows, a multiple of its device count; the mask
   # drops the padding (processes may hold different numbers of real rows).
   per = -(-int(counts.max()) // local_devices) * local_devices
-  n = f.shape[0]
-  mask = np.arange(per) < n
-  f = jnp.pad(f, ((0, per - n), (0, 0)))
-  y = jnp.pad(y, (0, per - n))
+  f, y, mask = _pad_rows(f, y, per)
   rows = NamedSharding(mesh, P(axis))
   total = per * jax.process_count()
   f = jax.make_array_from_process_local_data(NamedSharding(mesh, P(axis, None)), np.asarray(f),

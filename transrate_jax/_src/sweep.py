@@ -145,12 +145,14 @@ def score_many(metric, features, labels, *, num_classes: Optional[int] = None,
   if spec.consumes == "source_labels":
     bar = progress_lib.bar(len(arrays), progress, f"score_many({spec.name})")
     results = []
-    for a in arrays:
-      results.append(np.asarray(spec.fn(a, labels, **kwargs)))
+    try:
+      for a in arrays:
+        results.append(np.asarray(spec.fn(a, labels, **kwargs)))
+        if bar is not None:
+          bar.update(1)
+    finally:
       if bar is not None:
-        bar.update(1)
-    if bar is not None:
-      bar.close()
+        bar.close()
     return _collect(keys, kind, results)
   n = None
   widths, dtypes = [], []
