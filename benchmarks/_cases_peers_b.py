@@ -151,9 +151,20 @@ def _naive_parc(features, labels):  # dbolya/parc methods.PARC (randomised PCA, 
   return float(scipy.stats.spearmanr(rdm1[iu], rdm2[iu])[0] * 100)
 
 
+def _floor_leep(features, labels):
+  """LEEP's two products: the joint [C, Cs] from the [n, Cs] probabilities, and the [n, C]
+  expected predictions (NumPy BLAS)."""
+  theta = _source_logits(features)[0]
+  c = int(labels.max()) + 1
+  onehot = np.eye(c, dtype=theta.dtype)[labels]
+  joint = onehot.T @ theta
+  return theta @ joint.T
+
+
 CASES = [
     {"metric": "LEEP", "paper": "Nguyen et al., ICML 2020", "function": "transrate_jax.leep",
-     "ours": _ours_leep, "naive": _naive_leep, "rtol": 1e-4},
+     "ours": _ours_leep, "naive": _naive_leep, "rtol": 1e-4,
+     "floor": _floor_leep, "floor_what": "the two [n, Cs] x [Cs, C] products, NumPy BLAS"},
     {"metric": "NCE", "paper": "Tran et al., ICCV 2019", "function": "transrate_jax.nce",
      "ours": _ours_nce, "naive": _naive_nce, "rtol": 1e-4},
     {"metric": "N-LEEP", "paper": "Li et al., CVPR 2021", "function": "transrate_jax.nleep",

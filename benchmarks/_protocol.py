@@ -160,6 +160,35 @@ def correlations(scores: Mapping[str, Sequence[float]], accuracy: Sequence[float
   return out
 
 
+def comparison(scores: Mapping[str, Sequence[float]], accuracy: Sequence[float], *,
+               names: Sequence[str], widths=None, param_counts=None,
+               num_resamples: int = 1000) -> dict:
+  """``transrate_jax.compare_metrics(...).to_dict()``: each metric's Pearson, Kendall and
+  weighted Kendall with seeded bootstrap intervals, top-1 regret, beside the static baselines
+  (width, parameter count when known) and a random ranking."""
+  import transrate_jax as tj  # noqa: PLC0415
+
+  if np.ptp(np.asarray(accuracy, np.float64)) == 0:  # e.g. a --quick probe that learnt nothing
+    return {"undefined": "the accuracies are constant: no ranking of the candidates to evaluate"}
+  return tj.compare_metrics({m: np.asarray(v, np.float64) for m, v in scores.items()},
+                            np.asarray(accuracy, np.float64), names=[str(n) for n in names],
+                            widths=widths, param_counts=param_counts,
+                            num_resamples=num_resamples).to_dict()
+
+
+def comparison_text(data: dict) -> str:
+  """The table of a :func:`comparison` (a ``Comparison`` printed), as plain text."""
+  from transrate_jax._src.compare import Comparison  # noqa: PLC0415
+
+  if "undefined" in data:
+    return f"({data['undefined']})"
+  return str(Comparison.from_dict(data))
+
+
+def comparison_md(data: dict) -> str:
+  return "```\n" + comparison_text(data) + "\n```"
+
+
 # ---------------------------------------------------------------------------------------------
 # Output.
 

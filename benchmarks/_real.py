@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+import _protocol
+
 
 def layer_table(model, x_train, y_train, x_test, y_test, *, layers: Sequence[str],
                 metrics: Sequence[str], batch_size: int = 128, probe_steps: int = 300) -> dict:
@@ -47,6 +49,8 @@ def layer_table(model, x_train, y_train, x_test, y_test, *, layers: Sequence[str
   return {"layers": list(res.names), "dims": list(res.dims),
           "scores": {m: s.tolist() for m, s in scores.items()}, "probe": acc.tolist(),
           "correlations": demo.correlations(scores, acc),
+          "comparison": _protocol.comparison(scores, acc, names=list(res.names),
+                                             widths=list(res.dims)),
           "picked": {m: res.names[int(np.nanargmax(s))] if np.any(np.isfinite(s)) else None
                      for m, s in scores.items()},
           "best_probe_layer": res.names[int(np.argmax(acc))],
@@ -63,11 +67,6 @@ def print_layer_table(title: str, table: dict) -> None:
   print(f"\n{title}\n")
   print(format_table(rows, [("layer", "layer", "s"), ("d", "dim", "d")] +
                      [(m, m, ".4g") for m in metrics] + [("probe", "probe acc", ".3f")]))
-  crow = [{"metric": m, **c, "picked": str(table["picked"][m])}
-          for m, c in table["correlations"].items()]
-  print(f"\nCorrelation with the probe accuracy over layers (best probe layer: "
-        f"{table['best_probe_layer']}):\n")
-  print(format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
-                            ("kendall", "Kendall", ".3f"), ("weighted_tau", "weighted tau", ".3f"),
-                            ("relative_top_accuracy", "rel. top acc", ".3f"),
-                            ("picked", "picked layer", "s")]))
+  print(f"\nHow well each metric ranks the layers by probe accuracy (best probe layer: "
+        f"{table['best_probe_layer']}), beside the width and random baselines:\n")
+  print(_protocol.comparison_text(table["comparison"]))

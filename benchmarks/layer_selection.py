@@ -107,6 +107,8 @@ def finetune_model(r: dict, *, modes, epochs: int, seeds, log=print) -> dict:
     log(f"  {l:16s} d={r['dims'][i]:4d}  {accs}  transrate {r['scores']['transrate'][i]:.3f}",
         flush=True)
   r["correlations"] = {g: P.correlations(r["scores"], acc) for g, acc in gts.items()}
+  r["comparison"] = {g: P.comparison(r["scores"], acc, names=layers, widths=r["dims"])
+                     for g, acc in gts.items()}
   return r
 
 
@@ -132,7 +134,9 @@ def write_outputs(out_dir: pathlib.Path, result: dict) -> None:
   for name, r in result["models"].items():
     for gt, acc in r["accuracy"].items():
       md += [f"## {name}: correlation with {GT_LABELS.get(gt, gt)}", "",
-             P.correlation_table_md(r["correlations"][gt]), ""]
+             P.correlation_table_md(r["correlations"][gt]), "",
+             "With 95% bootstrap intervals, beside the width and random baselines:", "",
+             P.comparison_md(r["comparison"][gt]), ""]
     cols = {"d": r["dims"]}
     cols.update({f"acc ({g})": a for g, a in r["accuracy"].items()})
     cols.update(r["scores"])
@@ -198,7 +202,7 @@ def main(argv=None) -> dict:
   for name, r in models.items():
     for gt in r["accuracy"]:
       print(f"\n{name}, ground truth = {gt}:")
-      print(P.correlation_table_md(r["correlations"][gt], bold_best=False))
+      print(P.comparison_text(r["comparison"][gt]))
   print(f"\nwrote {args.out}/layer_selection.{{md,json,png}} in {result['seconds']:.1f} s")
   return result
 

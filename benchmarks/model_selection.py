@@ -81,6 +81,10 @@ def run_target(target: str, models, *, metrics, epochs: int, seeds, probe_steps:
       "finetune_accuracy": ft_acc, "probe_accuracy": probe_acc,
       "correlations": {"finetune": P.correlations(scores, ft_acc),
                        "probe": P.correlations(scores, probe_acc)},
+      "comparison": {gt: P.comparison(scores, acc, names=list(models),
+                                      widths=[int(feats[n].shape[1]) for n in models],
+                                      param_counts=[zoo.info(n)["num_params"] for n in models])
+                     for gt, acc in (("finetune", ft_acc), ("probe", probe_acc))},
       "seconds": seconds,
   }
 
@@ -103,7 +107,9 @@ def write_outputs(out_dir: pathlib.Path, result: dict) -> None:
     for gt, label in (("finetune", "fine-tuning accuracy (paper's protocol)"),
                       ("probe", "linear-probe accuracy")):
       md += [f"## {target}: correlation with {label}", "",
-             P.correlation_table_md(r["correlations"][gt]), ""]
+             P.correlation_table_md(r["correlations"][gt]), "",
+             "With 95% bootstrap intervals, beside the width and random baselines:", "",
+             P.comparison_md(r["comparison"][gt]), ""]
     agree = P.correlations({"probe": r["probe_accuracy"]}, r["finetune_accuracy"])["probe"]
     md += [f"Agreement of the two ground truths on {target} (probe accuracy vs fine-tuning "
            f"accuracy): Pearson {agree['pearson']:.3f}, Kendall {agree['kendall']:.3f}, "
@@ -168,7 +174,7 @@ def main(argv=None) -> dict:
   for target, r in targets.items():
     for gt in ("finetune", "probe"):
       print(f"\n{target}, ground truth = {gt}:")
-      print(P.correlation_table_md(r["correlations"][gt], bold_best=False))
+      print(P.comparison_text(r["comparison"][gt]))
   print(f"\nwrote {args.out}/model_selection.{{md,json,png}} in {result['seconds']:.1f} s")
   return result
 

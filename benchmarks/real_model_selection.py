@@ -119,15 +119,18 @@ def main(argv=None) -> int:
     demo.shipped_finetune = original
   result = {"device": info, "task": task, "recipe": recipe_text, "finetune_seconds": ft_seconds,
             "finetune_per_seed": acc, **{k: out[k] for k in (
-                "candidates", "scores", "finetune", "probe", "correlations", "best_layer",
-                "timings")}}
+                "candidates", "scores", "finetune", "probe", "correlations", "comparison",
+                "recommended", "params", "best_layer", "timings")}}
   _protocol.write_json(out_dir / "real_model_selection.json", result)
   md = [f"# Model selection on real backbones (MNIST {task['image_size']} px)", "",
         f"Device: {_protocol.describe_device(info)}", "", f"Fine-tuning: {recipe_text}", ""]
   for key in ("finetune", "probe"):
     if key in out["correlations"]:
       md += [f"## Correlation with {key} accuracy", "",
-             _protocol.correlation_table_md(out["correlations"][key]), ""]
+             _protocol.correlation_table_md(out["correlations"][key]), "",
+             "With 95% bootstrap intervals, beside the static baselines (width and parameter "
+             "count) and a random ranking:", "", _protocol.comparison_md(out["comparison"][key]),
+             ""]
   cols = {m: out["scores"][m] for m in out["scores"]}
   cols["fine-tune acc"] = out["finetune"] or [float("nan")] * len(out["candidates"])
   cols["probe acc"] = out["probe"]

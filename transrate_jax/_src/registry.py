@@ -47,6 +47,11 @@ class Metric:
     bytes_per_item: optional ``bytes_per_item(n, width, itemsize) -> int``, the working memory of
       one input in a batch (default ``itemsize * (4 n D + 3 min(n, D)^2)``).
     open_options: ``fn`` takes ``**kwargs``, so any option is passed on unchecked.
+    across_candidates: optional ``across_candidates(features_seq, labels, *, num_classes=None,
+      **options) -> [m]`` for a metric whose published score of a candidate depends on the whole
+      candidate set (NCTI normalises each of its terms over the candidates). ``layer_sweep``,
+      ``rank_models`` and ``score_features`` score a set with it; ``fn`` (and ``score_many``) give
+      the value of one candidate alone.
   """
   name: str
   fn: Callable[..., Any]
@@ -58,6 +63,7 @@ class Metric:
   batched: Optional[Callable[..., Callable]] = None
   bytes_per_item: Optional[Callable[[int, int, int], int]] = None
   open_options: bool = False
+  across_candidates: Optional[Callable[..., Any]] = None
 
   def check_options(self, options: Mapping[str, Any]) -> dict:
     """``options`` as a dict, or a ValueError naming this metric and the unknown keys."""
@@ -85,6 +91,7 @@ def _options_of(fn) -> tuple:
 def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "features",
                     description: str = "", vmappable: bool = True, zero_pad_exact: bool = False,
                     batched: Optional[Callable] = None, bytes_per_item: Optional[Callable] = None,
+                    across_candidates: Optional[Callable] = None,
                     overwrite: bool = False) -> Metric:
   """Adds a metric to the registry (``score_many``, ``layer_sweep``, the CLI, the demo).
 
@@ -99,6 +106,7 @@ def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "featu
       checks the claim).
     batched: optional batched factory, see :class:`Metric`.
     bytes_per_item: optional memory estimate, see :class:`Metric`.
+    across_candidates: optional set-level scorer, see :class:`Metric`.
     overwrite: replace an existing entry instead of raising.
 
   Returns:
@@ -118,7 +126,8 @@ def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "featu
   options, open_options = _options_of(fn)
   metric = Metric(name=name, fn=fn, consumes=consumes, description=description, options=options,
                   vmappable=vmappable, zero_pad_exact=zero_pad_exact, batched=batched,
-                  bytes_per_item=bytes_per_item, open_options=open_options)
+                  bytes_per_item=bytes_per_item, open_options=open_options,
+                  across_candidates=across_candidates)
   _REGISTRY[name] = metric
   return metric
 
@@ -158,7 +167,9 @@ def get_metric(metric) -> Metric:
 
 
 def describe_metrics() -> list:
-  """``[{"name", "consumes", "description", "options", "vmappable", "zero_pad_exact"}]``."""
+  """``[{"name", "consumes", "description", "options", "vmappable", "zero_pad_exact",
+  "across_candidates"}]`` (the last: whether a candidate's score depends on the candidate set)."""
   return [{"name": m.name, "consumes": m.consumes, "description": m.description,
            "options": dict(m.options), "vmappable": m.vmappable,
-           "zero_pad_exact": m.zero_pad_exact} for m in (_REGISTRY[k] for k in registered_metrics())]
+           "zero_pad_exact": m.zero_pad_exact,
+           "across_candidates": m.across_candidates is not None} for m in (_REGISTRY[k] for k in registered_metrics())]

@@ -90,7 +90,7 @@ def default_bytes_per_item(n: int, width: int, itemsize: int) -> int:
   return itemsize * (4 * n * width + 3 * min(n, width) ** 2)
 
 
-def score_many(metric, features, labels, *, num_classes: Optional[int] = None,
+def score_many(metric, features, labels, /, *, num_classes: Optional[int] = None,
                max_bytes: int = DEFAULT_MAX_BYTES, min_width: int = DEFAULT_MIN_WIDTH,
                progress: Optional[bool] = None, **options):
   """Scores many feature matrices that share samples and labels, in a few compiled programs.
@@ -123,7 +123,8 @@ def score_many(metric, features, labels, *, num_classes: Optional[int] = None,
       interactive work).
     **options: the metric's own options (for TransRate: ``eps``, ``weighting``, ``preset``; see
       ``get_metric(name).options``), the same for every matrix; an option the metric does not
-      have raises a ValueError naming the metric.
+      have raises a ValueError naming the metric. ``metric``, ``features`` and ``labels`` are
+      positional-only, so an option may share their names (k-NN's ``metric="euclidean"``).
 
   Returns:
     For a mapping, a dict with the same keys (same order) of 0-d (or [E]) JAX arrays; for a

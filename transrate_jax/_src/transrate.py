@@ -77,7 +77,10 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
       contribute zero (but count in C for "uniform").
 
   Returns:
-    A scalar (or [E] for a vector ``eps``) in the features' float dtype.
+    A scalar (or [E] for a vector ``eps``) in the features' float dtype. (A large eager call on
+    the CPU forms its total's product with NumPy's BLAS, ``syrk``, and the rest compiled; same
+    numbers to round-off. Under ``jit``/``vmap``/``grad`` and on accelerators everything is
+    compiled. docs/numerics.md, "Products on the host".)
 
   Raises:
     ValueError: features not 2-D or with NaN/inf, fewer than 2 samples, labels not 1-D integers,
@@ -101,6 +104,9 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
   index_blocks, class_ids = None, None
   if validation.is_concrete(labels):
     index_blocks, class_ids = kernel.make_block_plan(np.asarray(labels), num_classes, f.shape[1])
+    if kernel.use_host_products(f, labels, index_blocks, eps_vector, config):
+      return kernel.transrate_host_products(f, y, index_blocks, class_ids, eps, config=config,
+                                            num_classes=num_classes)
   return kernel.transrate_jit(f, y, index_blocks, class_ids, f.shape[1], eps, config=config,
                         num_classes=num_classes, eps_vector=eps_vector)
 

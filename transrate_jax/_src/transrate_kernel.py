@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Optional
 
 import jax
@@ -529,7 +530,8 @@ def numerical_rank(eigvals: jax.Array, dim) -> jax.Array:
 
 
 def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, config: Config,
-                     num_classes: int, eps_vector: bool, layout: Optional[DenseLayout] = None):
+                     num_classes: int, eps_vector: bool, layout: Optional[DenseLayout] = None,
+                     moments=None, total_moment=None):
   """TransRate of one feature matrix; pure and traceable (``vmap`` over ``features`` works).
 
   Args:
@@ -544,6 +546,10 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
     num_classes: static C.
     eps_vector: whether ``eps`` is [E].
     layout: traced labels only: force a :class:`DenseLayout` (tests).
+    moments, total_moment: the class blocks' second moments (as :func:`class_block_moments`)
+      and the total's (:func:`second_moment` of the preprocessed features), computed elsewhere
+      (:func:`host_moments`); None to compute them here (given ``total_moment`` alone, the class
+      moments are computed here). Only with ``index_blocks``.
 
   Returns:
     Scalar, or [E] when ``eps_vector``.
@@ -553,8 +559,7 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
   eps = jnp.asarray(eps, z.dtype)
   counts = jnp.zeros((num_classes,), z.dtype).at[labels].add(1.0)
   weights = class_weights(counts, n, config.weighting)
-  moments, total_moment = None, None
-  if index_blocks is not None:
+  if index_blocks is not None and moments is None:
     gram, shared = block_sides(index_blocks, n, width)
     moments = class_block_moments(z, index_blocks, gram)
     if shared:  # Z^T Z = sum_c Z_c^T Z_c: no second pass over the data
@@ -577,6 +582,100 @@ def transrate_jit(features, labels, index_blocks, class_ids, dim, eps, *, config
                    eps_vector):
   return transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, config=config,
                           num_classes=num_classes, eps_vector=eps_vector)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "num_classes"))
+def transrate_from_moments_jit(features, labels, index_blocks, class_ids, dim, eps, moments,
+                               total_moment, *, config, num_classes):
+  """:func:`transrate_kernel` with the second moments given (scalar ``eps``)."""
+  return transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, config=config,
+                          num_classes=num_classes, eps_vector=False, moments=moments,
+                          total_moment=total_moment)
+
+
+preprocess_jit = jax.jit(preprocess, static_argnames=("config",))
+
+
+# Eager calls on the CPU take the total's product through NumPy's BLAS (``syrk``) when it is at
+# least this many multiply-adds: there OpenBLAS's ``Z^T Z`` runs about 1.5-2x as fast as XLA's CPU
+# matmul (benchmarks/bench_transrate.py); below it, one compiled program is as fast.
+HOST_PRODUCTS_MIN_FLOPS = 2 ** 31
+HOST_PRODUCTS_ENV = "TRANSRATE_JAX_HOST_PRODUCTS"
+
+
+def use_host_products(features, labels, index_blocks, eps_vector: bool, config: Config) -> bool:
+  """Whether an eager call takes its total's product on the host (:func:`host_moments`).
+
+  Only for concrete features and labels (never under a trace: ``jit``, ``vmap`` and ``grad``
+  keep the compiled path), on the CPU, float32 or float64, a scalar ``eps``, no official rank
+  normalisation (that path needs eigenvalues), a total that is not the sum of the class
+  covariances (then the class products are the work, and gathering their rows on the host was
+  measured slower than the compiled program), and a product of at least
+  :data:`HOST_PRODUCTS_MIN_FLOPS` multiply-adds. The environment variable
+  ``TRANSRATE_JAX_HOST_PRODUCTS=0`` turns it off, ``=1`` forces it for any size and layout.
+  """
+  setting = os.environ.get(HOST_PRODUCTS_ENV, "").strip()
+  if setting == "0" or eps_vector or config.rank_normalize or not index_blocks:
+    return False
+  if not (validation.is_concrete(features) and validation.is_concrete(labels)):
+    return False
+  if isinstance(features, jax.Array):
+    if any(dev.platform != "cpu" for dev in features.devices()):
+      return False
+  elif jax.default_backend() != "cpu":
+    return False
+  if np.dtype(features.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+    return False
+  if setting == "1":
+    return True
+  n, d = features.shape
+  if block_sides(index_blocks, n, d)[1]:
+    return False
+  return float(n) * d * min(n, d) >= HOST_PRODUCTS_MIN_FLOPS
+
+
+def host_moments(z: np.ndarray, index_blocks, *, dim: int):
+  """The dominant second moments with NumPy's BLAS (host side): the total's, and the classes' when
+  the total is their sum.
+
+  When every class and the total are on the covariance side (:func:`block_sides`'s ``shared``),
+  ``Z^T Z = sum_c Z_c^T Z_c`` and the class covariances are the work: they are formed here (the
+  same [k, d, d] stacks :func:`class_block_moments` would give; padding rows add nothing) and
+  summed. Otherwise the total's product (``Z^T Z``, or the Gram ``Z Z^T`` when ``n <= d``) is the
+  large one and is formed here, while the smaller class products stay in the compiled program
+  (gathering class rows on the host costs more than it saves). Each product is one array times
+  its own transpose, which NumPy hands to OpenBLAS's ``syrk``.
+
+  Args:
+    z: [n, d] preprocessed features (NumPy).
+    index_blocks: from :func:`make_block_plan` (padding indices equal ``n``).
+    dim: the width ``d``.
+
+  Returns:
+    ``(moments, total)``: a list of [k, d, d] class stacks (None when the classes stay in the
+    compiled program) and the total's matrix.
+  """
+  n = z.shape[0]
+  _, shared = block_sides(index_blocks, n, dim)
+  if not shared:
+    return None, (z @ z.T if gram_side(n, dim) else z.T @ z)
+  moments = []
+  for idx in index_blocks:
+    out = np.empty((idx.shape[0], dim, dim), z.dtype)
+    for i, rows in enumerate(idx):
+      zc = z[rows[rows < n]]
+      out[i] = zc.T @ zc
+    moments.append(out)
+  return moments, sum(m.sum(axis=0) for m in moments)
+
+
+def transrate_host_products(features, y, index_blocks, class_ids, eps, *, config: Config,
+                            num_classes: int):
+  """TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
+  z = preprocess_jit(features, config=config)
+  moments, total = host_moments(np.asarray(z), index_blocks, dim=features.shape[1])
+  return transrate_from_moments_jit(features, y, index_blocks, class_ids, features.shape[1], eps,
+                                    moments, total, config=config, num_classes=num_classes)
 
 
 @functools.partial(jax.jit, static_argnames=("eps_vector",))
