@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
+import jax
 import numpy as np
 
+from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
 from transrate_jax._src import report
 from transrate_jax._src import sweep
@@ -166,6 +168,9 @@ def _route_options(metrics: Sequence, metric_options: Optional[Mapping[str, Mapp
 
 AGGREGATES = ("mean", "best", "last")
 
+# One jitted PCA projection for every call (a jit wrapper made per call would not be reused).
+_pca_project = jax.jit(peer_numerics.pca_project, static_argnums=1)
+
 
 def _check_width_fair(width_fair):
   if width_fair is None or width_fair == "min":
@@ -197,22 +202,17 @@ def width_fair_features(features: Mapping[str, Any], width_fair) -> Dict[str, np
   Returns:
     ``{name: [n, p_i]}`` in the input dtype (half precision upcast to float32).
   """
-  import jax  # noqa: PLC0415
-
-  from transrate_jax._src import peer_numerics  # noqa: PLC0415
-
   mode = _check_width_fair(width_fair)
   if mode is None:
     return dict(features)
   n = min(np.shape(v)[0] for v in features.values())
   widths = [np.shape(v)[1] for v in features.values()]
   p = min(min(widths), n - 1) if mode == "min" else mode
-  project = jax.jit(peer_numerics.pca_project, static_argnums=1)
   out = {}
   for name, x in features.items():
     x = validation.check_features(x, name=f"features[{name!r}]")
     k = min(p, x.shape[1], x.shape[0] - 1)
-    out[name] = np.asarray(project(x, k))
+    out[name] = np.asarray(_pca_project(x, k))
   return out
 
 

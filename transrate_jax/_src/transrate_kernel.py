@@ -531,7 +531,7 @@ def numerical_rank(eigvals: jax.Array, dim) -> jax.Array:
 
 def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, config: Config,
                      num_classes: int, eps_vector: bool, layout: Optional[DenseLayout] = None,
-                     moments=None, total_moment=None):
+                     moments=None, total_moment=None, preprocessed: bool = False):
   """TransRate of one feature matrix; pure and traceable (``vmap`` over ``features`` works).
 
   Args:
@@ -550,12 +550,14 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
       and the total's (:func:`second_moment` of the preprocessed features), computed elsewhere
       (:func:`host_moments`); None to compute them here (given ``total_moment`` alone, the class
       moments are computed here). Only with ``index_blocks``.
+    preprocessed: ``features`` are already :func:`preprocess`-ed (static; the host path has
+      done it to form its products, and the program reuses them instead of a second pass).
 
   Returns:
     Scalar, or [E] when ``eps_vector``.
   """
   n, width = features.shape
-  z = preprocess(features, config)
+  z = features if preprocessed else preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
   counts = jnp.zeros((num_classes,), z.dtype).at[labels].add(1.0)
   weights = class_weights(counts, n, config.weighting)
@@ -585,12 +587,12 @@ def transrate_jit(features, labels, index_blocks, class_ids, dim, eps, *, config
 
 
 @functools.partial(jax.jit, static_argnames=("config", "num_classes"))
-def transrate_from_moments_jit(features, labels, index_blocks, class_ids, dim, eps, moments,
+def transrate_from_moments_jit(z, labels, index_blocks, class_ids, dim, eps, moments,
                                total_moment, *, config, num_classes):
-  """:func:`transrate_kernel` with the second moments given (scalar ``eps``)."""
-  return transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, config=config,
+  """:func:`transrate_kernel` of preprocessed ``z`` with the second moments given (scalar eps)."""
+  return transrate_kernel(z, labels, index_blocks, class_ids, dim, eps, config=config,
                           num_classes=num_classes, eps_vector=False, moments=moments,
-                          total_moment=total_moment)
+                          total_moment=total_moment, preprocessed=True)
 
 
 preprocess_jit = jax.jit(preprocess, static_argnames=("config",))
@@ -674,7 +676,7 @@ def transrate_host_products(features, y, index_blocks, class_ids, eps, *, config
   """TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
   z = preprocess_jit(features, config=config)
   moments, total = host_moments(np.asarray(z), index_blocks, dim=features.shape[1])
-  return transrate_from_moments_jit(features, y, index_blocks, class_ids, features.shape[1], eps,
+  return transrate_from_moments_jit(z, y, index_blocks, class_ids, features.shape[1], eps,
                                     moments, total, config=config, num_classes=num_classes)
 
 
