@@ -5,13 +5,15 @@ labels_np)`` is a plain NumPy float64 version written here the way the public re
 computes it (thuml/LogME ``LogME.fit``: truncated SVD then a Python loop over classes with a
 per-class fixed point; tllib ``h_score`` / ``regularized_h_score``: ``np.cov`` of the features
 and of the class-mean matrix, ``np.linalg.pinv``, sklearn's Ledoit-Wolf). ``rtol`` is the
-agreement required between the two before timing.
+agreement required between the two before timing. ``floor`` lists the products and
+factorisations an exact method must do (timed by benchmarks/_cases_floor.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from _cases_floor import centred, spd
 import transrate_jax._src.hscore as _hscore
 import transrate_jax._src.logme as _logme
 
@@ -77,6 +79,43 @@ def naive_regularized_hscore(features, labels):
   return float(score) * (n - 1) / n
 
 
+def _spectral_floor(z, labels):
+  """Z^T Z (or Z Z^T) of ``z``, its eigh, the class sums and their projection on the eigenvectors:
+  LogME's and H-score's pseudo-inverse both need the eigenvectors (the projections of the labels)."""
+  n, d = z.shape
+  c = int(labels.max()) + 1
+  s = z.T @ z if n >= d else z @ z.T
+  _, vecs = np.linalg.eigh(s)
+  stages = [("gram", [(z,)]), ("eigh", [(s,)])]
+  if n >= d:  # V^T (Z^T Y): [d, d] x [d, C]
+    return stages + [("class_sums", [(z, labels, c)]),
+                     ("matmul", [(vecs.T.copy(), (np.eye(c, dtype=z.dtype)[labels].T @ z).T.copy())])]
+  return stages + [("class_sums", [(vecs, labels, c)])]  # U^T Y
+
+
+def _floor_logme(features, labels):
+  return _spectral_floor(np.asarray(features, np.float32), labels)  # no centring: no intercept
+
+
+def _floor_hscore(features, labels):
+  return _spectral_floor(centred(features), labels)
+
+
+def _floor_regularized_hscore(features, labels):
+  """S_a = (1 - a) S + a tr(S)/d I is positive definite (a > 0): one Cholesky and one triangular
+  solve with the [d, C] class sums give tr(S_a^{-1} B) = |L^{-1} M^T|_F^2."""
+  z = centred(features)
+  n, d = z.shape
+  if n < d:
+    return _spectral_floor(z, labels)
+  c = int(labels.max()) + 1
+  s = z.T @ z
+  chol = np.linalg.cholesky(spd(s))
+  sums = np.eye(c, dtype=z.dtype)[labels].T @ z
+  return [("gram", [(z,)]), ("class_sums", [(z, labels, c)]), ("cholesky", [(spd(s),)]),
+          ("trsm", [(chol, sums.T.copy())])]
+
+
 CASES = [
     {
         "metric": "LogME",
@@ -85,6 +124,8 @@ CASES = [
         "ours": lambda f, y: _logme.logme(f, y),
         "naive": naive_logme,
         "rtol": 1e-4,
+        "floor": _floor_logme,
+        "floor_what": "F^T F, its eigh, V^T F^T Y",
     },
     {
         "metric": "H-score",
@@ -93,6 +134,8 @@ CASES = [
         "ours": lambda f, y: _hscore.hscore(f, y),
         "naive": naive_hscore,
         "rtol": 1e-3,
+        "floor": _floor_hscore,
+        "floor_what": "Z^T Z, its eigh (the pseudo-inverse), V^T of the class sums",
     },
     {
         "metric": "Regularized H-score",
@@ -101,5 +144,7 @@ CASES = [
         "ours": lambda f, y: _hscore.regularized_hscore(f, y),
         "naive": naive_regularized_hscore,
         "rtol": 1e-3,
+        "floor": _floor_regularized_hscore,
+        "floor_what": "Z^T Z, Cholesky of the shrunk S, one [d, d] x [d, C] triangular solve",
     },
 ]

@@ -4,7 +4,8 @@ Each case: ``ours(features, labels)`` (transrate_jax) and ``naive(features_np, l
 scikit-learn written the way the public code computes it). LEEP and NCE need source-model outputs:
 both sides derive them from the features with the same fixed random projection to 1000 source
 classes (softmax for LEEP, argmax for NCE), computed once per feature array and cached, so the
-timings cover the metric only.
+timings cover the metric only. ``floor`` lists the products and factorisations an exact method
+must do (timed by benchmarks/_cases_floor.py); ``skip`` names shapes too large to run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from _cases_floor import centred, spd
 from transrate_jax._src.gbc import gbc
 from transrate_jax._src.leep import leep, nce, nleep
 from transrate_jax._src.lfc import lfc
@@ -74,7 +76,7 @@ def _naive_nce(features, labels):  # tllib.ranking.negative_conditional_entropy
 
 def _naive_nleep(features, labels):  # PCA(0.8) + GaussianMixture(5C) + LEEP (SFDA's NLEEP, with log)
   c = int(labels.max()) + 1
-  xp = PCA(n_components=0.8).fit_transform(features)
+  xp = PCA(n_components=0.8).fit_transform(np.asarray(features, np.float64))
   prob = GaussianMixture(n_components=5 * c, random_state=0).fit(xp).predict_proba(xp)
   n = len(labels)
   joint = np.stack([prob[labels == k].sum(axis=0) / n for k in range(c)])
@@ -152,30 +154,141 @@ def _naive_parc(features, labels):  # dbolya/parc methods.PARC (randomised PCA, 
 
 
 def _floor_leep(features, labels):
-  """LEEP's two products: the joint [C, Cs] from the [n, Cs] probabilities, and the [n, C]
-  expected predictions (NumPy BLAS)."""
+  """LEEP's unavoidable reads of the [n, Cs] probabilities: the joint [C, Cs] (class sums), then
+  each sample's expected prediction of its own class only, theta_i . P(y_i | z) ([n])."""
   theta = _source_logits(features)[0]
   c = int(labels.max()) + 1
-  onehot = np.eye(c, dtype=theta.dtype)[labels]
-  joint = onehot.T @ theta
-  return theta @ joint.T
+  joint = np.eye(c, dtype=theta.dtype)[labels].T @ theta
+  cond = joint / joint.sum(axis=0, keepdims=True)
+  return [("class_sums", [(theta, labels, c)]), ("take_rowdot", [(theta, cond, labels)])]
+
+
+def _floor_nce(features, labels):
+  """NCE's joint counts of (target, source) label pairs: one histogram of n keys."""
+  z = _source_logits(features)[1]
+  c = int(labels.max()) + 1
+  return [("histogram", [(labels.astype(np.int64) * NUM_SOURCE + z, c * NUM_SOURCE)])]
+
+
+def _pca_floor(features, k=None, variance=None):
+  """An exact PCA: Z^T Z (cheaper side), the top-k eigenpairs (all, when k follows from the
+  variance), the projection. Returns (stages, projected features)."""
+  z = centred(features)
+  n, d = z.shape
+  s = z.T @ z if n >= d else z @ z.T
+  evals, vecs = np.linalg.eigh(s)
+  evals, vecs = evals[::-1], vecs[:, ::-1]
+  if variance is not None:
+    k = int(min(np.searchsorted(np.cumsum(evals) / evals.sum(), variance, side="right") + 1, len(evals)))
+  stages = [("gram", [(z,)]), ("eigh", [(s,)]) if variance is not None else ("eigh_top", [(s, k)])]
+  if n >= d:
+    axes = vecs[:, :k].copy()
+    stages.append(("matmul", [(z, axes)]))
+    return stages, z @ axes
+  return stages, vecs[:, :k] * np.sqrt(np.maximum(evals[:k], 0))  # the components are U S
+
+
+def _nleep_too_large(features, labels):
+  _, _, ns = _nleep_sizes(features, labels)
+  if ns > 5e10:
+    return (f"one EM step of {ns:.1e} multiply-adds (5C full covariances in the PCA(0.8) "
+            "dimension): the naive scikit-learn fit takes hours; run it at a smaller shape")
+  return None
+
+
+def _nleep_sizes(features, labels):
+  z = centred(features)
+  s = z.T @ z if z.shape[0] >= z.shape[1] else z @ z.T
+  evals = np.linalg.eigvalsh(s)[::-1]
+  k = int(min(np.searchsorted(np.cumsum(evals) / evals.sum(), 0.8, side="right") + 1, len(evals)))
+  comps = 5 * (int(labels.max()) + 1)
+  return k, comps, float(z.shape[0]) * k * k * comps
+
+
+def _floor_nleep(features, labels):
+  """The PCA(0.8) and ONE EM step of the 5C-component full-covariance mixture (a lower bound:
+  the fit runs many): E-step x [P_1 .. P_K] ([n, k] x [k, K k]), M-step K weighted k x k
+  covariances and their Choleskys."""
+  stages, x = _pca_floor(features, variance=0.8)
+  n, k = x.shape
+  comps = 5 * (int(labels.max()) + 1)
+  rng = np.random.default_rng(0)
+  prec = np.tile(np.eye(k, dtype=np.float32), (1, comps))  # [k, K k]
+  resp = rng.dirichlet(np.ones(comps), size=n).astype(np.float32)  # [n, K]
+  weighted = [np.sqrt(resp[:, j:j + 1]) * x for j in range(comps)]
+  cov = x.T @ x / n
+  stages += [("matmul", [(x, prec)]), ("gram", [(w,) for w in weighted]),
+             ("cholesky", [(spd(cov),) for _ in range(comps)])]
+  return stages
+
+
+def _floor_gbc(features, labels):
+  """The exact top-64 PCA, then the per-class means and (diagonal) variances: class sums of the
+  components and of their squares."""
+  c = int(labels.max()) + 1
+  if features.shape[1] <= 64:
+    x = centred(features)
+    stages = []
+  else:
+    stages, x = _pca_floor(features, k=64)
+  return stages + [("class_sums", [(np.concatenate([x, x * x], axis=1), labels, c)])]
+
+
+def _floor_lfc(features, labels):
+  """|Z^T Z|_F (= |Z Z^T|_F, the cheaper side) and the class sums |E^T Z|_F^2."""
+  z = centred(features)
+  return [("gram", [(z,)]), ("class_sums", [(z, labels, int(labels.max()) + 1)])]
+
+
+def _floor_sfda(features, labels):
+  """Two Fisher fits (the features, then the mixed ones), each: the class means, the within-class
+  scatter (Z^T Z of the residuals), a Cholesky of the shrunk scatter, the two triangular solves
+  for means S^{-1}, and the logits x coef^T ([n, d] x [d, C])."""
+  x = centred(features)
+  c = int(labels.max()) + 1
+  means = (np.eye(c, dtype=x.dtype)[labels].T @ x) / np.bincount(labels, minlength=c)[:, None]
+  resid = x - means[labels]
+  sw = spd(resid.T @ resid)
+  chol = np.linalg.cholesky(sw)
+  two = lambda *args: [args, args]  # noqa: E731
+  return [("class_sums", two(x, labels, c)), ("gram", two(resid)), ("cholesky", two(sw)),
+          ("trsm", two(chol, means.T.copy()) + two(chol, means.T.copy())),
+          ("matmul", two(x, means.T.copy()))]
+
+
+def _floor_parc(features, labels):
+  """The exact top-32 PCA and the n x n correlation of the standardised components (one
+  [n, 32] x [32, n] product). Not counted: ranking the n (n - 1) / 2 pairs (Spearman)."""
+  stages, z = _pca_floor(features, k=min(32, *features.shape))
+  z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-30)
+  return stages + [("rows_gram", [(z.astype(np.float32),)])]
 
 
 CASES = [
     {"metric": "LEEP", "paper": "Nguyen et al., ICML 2020", "function": "transrate_jax.leep",
      "ours": _ours_leep, "naive": _naive_leep, "rtol": 1e-4,
-     "floor": _floor_leep, "floor_what": "the two [n, Cs] x [Cs, C] products, NumPy BLAS"},
+     "floor": _floor_leep,
+     "floor_what": "the [C, Cs] joint (class sums of [n, Cs]), n rows . P(y_i | z)"},
     {"metric": "NCE", "paper": "Tran et al., ICCV 2019", "function": "transrate_jax.nce",
-     "ours": _ours_nce, "naive": _naive_nce, "rtol": 1e-4},
+     "ours": _ours_nce, "naive": _naive_nce, "rtol": 1e-4,
+     "floor": _floor_nce, "floor_what": "one histogram of the n (y, z) pairs"},
     {"metric": "N-LEEP", "paper": "Li et al., CVPR 2021", "function": "transrate_jax.nleep",
-     "ours": lambda f, y: nleep(f, y, key=jax.random.key(0)), "naive": _naive_nleep, "rtol": None},
+     "ours": lambda f, y: nleep(f, y, key=jax.random.key(0)), "naive": _naive_nleep, "rtol": None,
+     "skip": _nleep_too_large, "floor": _floor_nleep,
+     "floor_what": "PCA(0.8) (Z^T Z, eigh, projection) + ONE EM step of the 5C-component mixture"},
     {"metric": "GBC", "paper": "Pandy et al., CVPR 2022", "function": "transrate_jax.gbc",
-     "ours": gbc, "naive": _naive_gbc, "rtol": 1e-2},
+     "ours": gbc, "naive": _naive_gbc, "rtol": 1e-2,
+     "floor": _floor_gbc, "floor_what": "Z^T Z, top-64 eigh, projection, class sums of x and x^2"},
     {"metric": "LFC", "paper": "Deshpande et al., 2021", "function": "transrate_jax.lfc",
-     "ours": lfc, "naive": _naive_lfc, "rtol": 1e-4},
+     "ours": lfc, "naive": _naive_lfc, "rtol": 1e-4,
+     "floor": _floor_lfc, "floor_what": "Z^T Z (for its Frobenius norm), the class sums"},
     {"metric": "SFDA", "paper": "Shao et al., ECCV 2022", "function": "transrate_jax.sfda",
-     "ours": sfda, "naive": _naive_sfda, "rtol": 1e-3},
+     "ours": sfda, "naive": _naive_sfda, "rtol": 1e-3,
+     "floor": _floor_sfda,
+     "floor_what": "2 x (class sums, residual Z^T Z, Cholesky, 2 trsm [d, C], [n, d] x [d, C])"},
     # Randomised PCA in the public code: agreement is only approximate.
     {"metric": "PARC", "paper": "Bolya et al., NeurIPS 2021", "function": "transrate_jax.parc",
-     "ours": parc, "naive": _naive_parc, "rtol": 1e-2},
+     "ours": parc, "naive": _naive_parc, "rtol": 1e-2,
+     "floor": _floor_parc,
+     "floor_what": "Z^T Z, top-32 eigh, projection, n x n Gram of 32 columns (ranking not counted)"},
 ]

@@ -5,7 +5,10 @@ regularized H-score), benchmarks/_cases_peers_b.py (LEEP, NCE, N-LEEP, GBC, LFC,
 benchmarks/_cases_knn.py (k-NN accuracy), benchmarks/_cases_ncti.py (NCTI) and
 benchmarks/_cases_etran.py (ETran); TransRate's case is here. For each metric, in one run: our first call (compile + run) and the
 median of repeated calls (``block_until_ready``), the naive version once or more, a correctness
-check before timing, and the speed-up. JSON to benchmarks/results/bench_metrics.json.
+check before timing, the speed-up, and the floor: the products and factorisations an exact method
+must do for that score, each at the faster of XLA and NumPy/SciPy's BLAS and LAPACK
+(benchmarks/_cases_floor.py), with ours / floor and naive / floor (the most any implementation can
+gain over the naive one). JSON to benchmarks/results/bench_metrics.json.
 
     python benchmarks/bench_metrics.py                          # (n, d, C) = (10000, 2048, 100)
     python benchmarks/bench_metrics.py --n 2000 --d 256 --c 20  # quick
@@ -24,22 +27,36 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+# transrate_jax first: it loads SciPy's OpenBLAS with its thread policy (_src/lapack_threads.py);
+# the cases import SciPy and scikit-learn, after which only the one-thread fallback is possible.
+import transrate_jax as tj  # noqa: E402  pylint: disable=wrong-import-position
+import _cases_floor  # noqa: E402
 import _cases_peers_a  # noqa: E402
 import _cases_peers_b  # noqa: E402
 import _cases_knn  # noqa: E402
 import _cases_ncti  # noqa: E402
 import _cases_etran  # noqa: E402
+from bench_transrate import exact_floor  # noqa: E402
 from bench_transrate import naive_numpy as naive_transrate  # noqa: E402
 from bench_transrate import settle  # noqa: E402
 
-import transrate_jax as tj  # noqa: E402
 from transrate_jax._src import lapack_threads  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "bench_metrics.json"
 
+
+def _transrate_floor(features, labels, repeats):
+  """TransRate's floor is bench_transrate's exact floor (the same faster-of-XLA-and-NumPy rule)."""
+  out = exact_floor(features, labels, repeats)
+  return out["floor_s"], [{"what": k, "s": v} for k, v in out.items() if k != "floor_s"]
+
+
 TRANSRATE_CASE = {"metric": "TransRate", "paper": "Huang et al., ICML 2022",
                   "function": "transrate_jax.transrate",
-                  "ours": lambda f, y: tj.transrate(f, y), "naive": naive_transrate, "rtol": 2e-3}
+                  "ours": lambda f, y: tj.transrate(f, y), "naive": naive_transrate, "rtol": 2e-3,
+                  "floor_seconds": _transrate_floor,
+                  "floor_what": "Z^T Z of all rows and each class's product on its cheaper side, "
+                                "and their Choleskys (bench_transrate.exact_floor)"}
 
 
 def make_data(n, d, c, seed=0):
@@ -77,18 +94,16 @@ def time_case(case, features, labels, repeats, naive_repeats):
          "ours_s": ours_s, "ours_compile_s": max(first_s - ours_s, 0.0),
          "naive_numpy_s": naive_s, "speedup": naive_s / ours_s, "ours_value": ours,
          "naive_value": float(naive_value), "checked": case.get("rtol") is not None}
-  if case.get("floor") is not None:
-    # The products any exact method must do, at NumPy's BLAS rate: naive / floor bounds the
-    # speed-up any implementation can reach over the naive one.
+  if case.get("floor") or case.get("floor_seconds"):
+    # The products and factorisations any exact method must do, each at the faster of XLA and
+    # the host's BLAS/LAPACK: naive / floor bounds the speed-up any implementation can reach.
     settle()
-    floor = []
-    for _ in range(max(repeats, 1)):
-      t0 = time.perf_counter()
-      case["floor"](features, labels)
-      floor.append(time.perf_counter() - t0)
-    row.update(floor_s=statistics.median(floor), floor_what=case["floor_what"],
-               ours_over_floor=ours_s / statistics.median(floor),
-               max_speedup=naive_s / statistics.median(floor))
+    if case.get("floor_seconds") is not None:
+      floor_s, parts = case["floor_seconds"](features, labels, max(repeats, 1))
+    else:
+      floor_s, parts = _cases_floor.floor_seconds(case["floor"](features, labels), max(repeats, 1))
+    row.update(floor_s=floor_s, floor_what=case["floor_what"], floor_parts=parts,
+               ours_over_floor=ours_s / floor_s, max_speedup=naive_s / floor_s)
   return row
 
 
@@ -114,6 +129,11 @@ def main():
     cases = [c for c in cases if c["metric"] in keep]
   rows = []
   for case in cases:
+    skip = case.get("skip") and case["skip"](features, labels)
+    if skip:
+      print(f"{case['metric']:>20}: skipped: {skip}", flush=True)
+      rows.append({"metric": case["metric"], "skipped": skip})
+      continue
     try:
       row = time_case(case, features, labels, args.repeats, args.naive_repeats)
     except Exception as e:  # noqa: BLE001 - report and go on with the next metric

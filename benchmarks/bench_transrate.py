@@ -145,8 +145,7 @@ def bench_shape(n, d, c, repeats):
   first_call = time.perf_counter() - t0
   naive_t, naive_value = timed(lambda: naive_numpy(features, labels), 1 if n * d > 5e7 else 3)
   ours_t, ours_value = timed(lambda: tj.transrate(fj, labels, eps=EPS), repeats)
-  plan = kernel.make_block_plan(labels, c, d)[0]
-  host = kernel.use_host_products(fj, labels, plan, False, kernel.resolve_config(None, None))
+  host = kernel.use_host_products(fj, labels, False, kernel.resolve_config(None, None))
   # The compiled path alone (what jit/vmap/grad and accelerators run), for comparison.
   os.environ[kernel.HOST_PRODUCTS_ENV] = "0"
   try:

@@ -2,7 +2,9 @@
 
 Usage: ``python _multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT``. Every process builds the
 same seeded data set, keeps its own (uneven) share of the rows, and scores them with
-``transrate_sharded(..., process_local=True)``; it prints one JSON line with its scores.
+``transrate_sharded(..., process_local=True)`` and by streaming them in chunks of its own sizes
+(``transrate_from_batches(..., process_local=True)`` and ``TransRateStats.merge_across_processes``);
+it prints one JSON line with its scores.
 """
 
 import json
@@ -25,6 +27,7 @@ CASES = [  # (n, d, C, preset, dtype, offset)
     (150, 12, 5, "tllib", "float64", 0.0),
     (203, 12, 4, None, "float32", 1e4),
 ]
+STREAMED = (0, 1, 3)  # the cases also streamed (tllib differs only in the final weights)
 
 
 def data(n, d, c, dtype, offset, seed):
@@ -44,6 +47,70 @@ def shares(n, num_processes):
   return [(int(cuts[p]), int(cuts[p + 1])) for p in range(num_processes)]
 
 
+def chunks(x, y, pid):
+  """This process's rows as chunks of uneven sizes (17 to 32 rows, so one compiled update per
+  case), sizes alternating 0.8 : 1.2, starting with 0.8 on process 0 and 1.2 on process 1."""
+  k = max(1, -(-len(y) // 26))
+  weights = np.where((np.arange(k) + pid) % 2 == 0, 0.8, 1.2)
+  cuts = np.concatenate([[0], np.round(np.cumsum(weights) / weights.sum() * len(y))]).astype(int)
+  return [(x[a:b], y[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _error(fn):
+  """``[exception class name, message]`` of ``fn()``, or None if it returns."""
+  try:
+    fn()
+  except Exception as e:  # pylint: disable=broad-except
+    return [type(e).__name__, str(e)]
+  return None
+
+
+def streamed(tj, x, y, c, preset, pid, nproc, every_check):
+  """The streaming scores of this process's share of the rows ``x``, ``y`` (see
+  tests/test_multiprocess.py), and ``one``: this process alone streaming every row; without
+  ``every_check`` only ``transrate_from_batches`` with ``num_classes`` (fewer programs to
+  compile)."""
+  one = float(tj.transrate_from_batches(chunks(x, y, pid), preset=preset, num_classes=c,
+                                        progress=False))
+  lo, hi = shares(len(y), nproc)[pid]
+  x, y = x[lo:hi], y[lo:hi]
+  parts = chunks(x, y, pid)
+  given = tj.transrate_from_batches(parts, preset=preset, num_classes=c, progress=False,
+                                    process_local=True)
+  out = {"one": one, "chunks": [len(b) for _, b in parts], "streamed_given": float(given),
+         "streamed_dtype": str(given.dtype)}
+  if preset != "official":  # a process's own rows alone (the programs are the ones above)
+    out["local_only"] = float(tj.transrate_from_batches(parts, num_classes=c, preset=preset,
+                                                        progress=False))
+  if every_check:
+    # Without num_classes: the processes agree on C (class c - 1 is on the last process only).
+    out["streamed"] = float(tj.transrate_from_batches(parts, preset=preset, progress=False,
+                                                      process_local=True))
+    stats = tj.TransRateStats.init(x.shape[1], num_classes=c, dtype=x.dtype)
+    for a, b in parts:
+      stats = stats.update(a, b)
+    merged = stats.merge_across_processes()
+    out["method"] = float(merged.finalize(preset=preset))
+    out["method_n"] = int(merged.n)
+  return out
+
+
+def collective_errors(tj, x, y, c, pid):
+  """The errors each process sees when the processes disagree or one of them fails."""
+  parts = chunks(x, y, pid)
+  stats = tj.TransRateStats.init(x.shape[1], num_classes=c + pid, dtype=x.dtype)
+  bad = [(np.full_like(a, np.nan), b) if pid == 1 else (a, b) for a, b in parts]
+  return {"shapes": _error(stats.merge_across_processes),
+          "widths": _error(lambda: tj.transrate_from_batches(
+              [(a[:, :a.shape[1] - pid], b) for a, b in parts], progress=False,
+              process_local=True)),
+          "failure": _error(lambda: tj.transrate_from_batches(bad, progress=False,
+                                                             process_local=True)),
+          # Nothing here on process 0: empty statistics of the agreed shape take part.
+          "empty_here": float(tj.transrate_from_batches(parts if pid else [], progress=False,
+                                                        process_local=True))}
+
+
 def main():
   pid, nproc, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid,
@@ -60,6 +127,12 @@ def main():
                                  process_local=True)
     out["cases"].append({"rows": hi - lo, "score": float(score), "given_num_classes":
                          float(given), "dtype": str(score.dtype)})
+    if i in STREAMED:
+      out["cases"][-1].update(streamed(tj, x, y, c, preset, pid, nproc, every_check=i == 0))
+  n, d, c, _, dtype, offset = CASES[0]
+  x, y, _ = data(n, d, c, dtype, offset, seed=0)
+  lo, hi = shares(n, nproc)[pid]
+  out["errors"] = collective_errors(tj, x[lo:hi], y[lo:hi], c, pid)
   print(json.dumps(out), flush=True)
   jax.distributed.shutdown()
 

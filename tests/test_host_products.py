@@ -7,6 +7,7 @@ import pytest
 
 import reference
 import transrate_jax as tj
+from transrate_jax._src import numerics as tj_numerics
 from transrate_jax._src import transrate_kernel as kernel
 
 # (n, d, C): covariance-side total summed from the classes; a Gram-side total (n <= d); a mix of
@@ -23,15 +24,15 @@ def _case(n, d, c, seed=0, dtype=np.float64):
 
 @pytest.fixture
 def host(monkeypatch):
-  """Forces the host path for any size and counts its calls."""
+  """Counts the calls of the host path (on by default for eager CPU calls)."""
   calls = []
   real = kernel.host_moments
 
   def counting(*args, **kwargs):
-    calls.append(args[0].shape)
+    calls.append(np.shape(args[0]))
     return real(*args, **kwargs)
 
-  monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "1")
+  monkeypatch.delenv(kernel.HOST_PRODUCTS_ENV, raising=False)
   monkeypatch.setattr(kernel, "host_moments", counting)
   return calls
 
@@ -45,11 +46,67 @@ def test_host_products_equal_compiled_and_oracle(host, monkeypatch, shape, dtype
   assert host and got.dtype == dtype
   monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "0")
   compiled = tj.transrate(f, y, preset=preset)
+  assert len(host) == 1
   want = reference.transrate(f.astype(np.float64), y,
                              weighting="uniform" if preset == "tllib" else "prior")
   tol = 1e-10 if dtype == np.float64 else 2e-5
   np.testing.assert_allclose(got, want, rtol=tol)
   np.testing.assert_allclose(got, compiled, rtol=tol)
+
+
+@pytest.mark.parametrize("n,d,c", SHAPES)
+def test_host_moments_are_the_oracle_products(n, d, c):
+  """Each moment on its full-rank side, classes contiguous after the stable sort by label."""
+  f, y = _case(n, d, c)
+  m = kernel.host_moments(f, y, num_classes=c)
+  z = f - f.mean(axis=0)
+  order = np.argsort(y, kind="stable")
+  zs = z[order]
+  upper = np.triu  # BLAS syrk writes the upper triangle; the program mirrors it
+  np.testing.assert_allclose(upper(m.total), upper(zs @ zs.T if n <= d else z.T @ z), rtol=1e-10,
+                             atol=1e-8)
+  assert m.gram_total == (n <= d)
+  counts = np.bincount(y, minlength=c)
+  np.testing.assert_array_equal(m.counts, counts)
+  assert list(m.class_ids) == [k for k in range(c) if 0 < counts[k] < n]
+  for mat, k in zip(m.classes, m.class_ids):
+    zc = z[y == k]
+    want = zc @ zc.T if counts[k] <= d else zc.T @ zc
+    size = want.shape[0]
+    np.testing.assert_allclose(upper(mat[:size, :size]), upper(want), rtol=1e-10, atol=1e-8)
+    assert not mat[size:].any() and not mat[:, size:].any()  # zero padding
+
+
+def test_factorisation_reads_the_upper_triangle_only():
+  """BLAS syrk writes one triangle: junk in the strict lower one must not change a log-det."""
+  rng = np.random.default_rng(1)
+  for dtype in (np.float32, np.float64):
+    x = rng.normal(size=(3, 40, 30)).astype(dtype)
+    a = x @ np.swapaxes(x, -1, -2)
+    junk = np.where(np.tril(np.ones((40, 40), bool), -1), rng.normal(size=(3, 40, 40)), a)
+    want = [np.linalg.slogdet(np.eye(40) + 0.1 * m.astype(np.float64))[1] for m in a]
+    for m in (a, junk.astype(dtype)):
+      got = jax.jit(tj_numerics.logdet_identity_plus)(m, np.full(3, 0.1, dtype))
+      np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_padded_width_and_input_kinds(host):
+  """Moments padded to a sweep's bucket width give the same score; JAX, half and list inputs."""
+  f, y = _case(300, 40, 3, dtype=np.float32)
+  want = reference.transrate(f.astype(np.float64), y)
+  padded = kernel.host_moments(f, y, num_classes=3, width=64)
+  assert padded.total.shape == (64, 64) and padded.classes.shape == (3, 64, 64)
+  got = kernel.transrate_host_products(f, y, 1e-4, config=kernel.resolve_config(None, None),
+                                       num_classes=3, width=64)
+  np.testing.assert_allclose(got, want, rtol=2e-5)
+  np.testing.assert_allclose(tj.transrate(jnp.asarray(f), y), want, rtol=2e-5)
+  half = f.astype(np.float16)
+  got = tj.transrate(half, y)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, reference.transrate(half.astype(np.float64), y), rtol=2e-5)
+  np.testing.assert_allclose(tj.transrate(f.astype(np.float64).tolist(), list(y)),
+                             reference.transrate(f.astype(np.float64), y), rtol=2e-5)
+  assert len(host) == 5  # the direct call, JAX, half precision, lists
 
 
 def test_full_class_and_empty_labels(host):
@@ -58,11 +115,34 @@ def test_full_class_and_empty_labels(host):
   np.testing.assert_allclose(tj.transrate(f, y, num_classes=3), 0.0, atol=1e-12)
   y = np.where(np.arange(50) < 20, 0, 2)  # label 1 absent
   np.testing.assert_allclose(tj.transrate(f, y), reference.transrate(f, y), rtol=1e-10)
-  assert host
+  np.testing.assert_allclose(tj.transrate(f, y, weighting="uniform"),
+                             reference.transrate(f, y, weighting="uniform", num_classes=3),
+                             rtol=1e-10)
+  assert len(host) == 3
+
+
+def test_sweep_takes_the_host_path(host, monkeypatch):
+  """An eager sweep on the CPU: host products, the widths' buckets shared, the oracle's numbers."""
+  rng = np.random.default_rng(3)
+  y = rng.integers(0, 5, 400)
+  layers = {f"w{d}": (rng.normal(size=(400, d)) + np.eye(5, d)[y]).astype(np.float32)
+            for d in (20, 24, 30, 100, 600)}
+  before = kernel.compiled_programs()
+  got = tj.transrate_many(layers, y, progress=False, min_width=32)
+  # Buckets 32 (20, 24, 30), 128 (100) and the Gram-side total of width 600 (n = 400 <= d).
+  assert kernel.compiled_programs() - before <= 3
+  assert len(host) == len(layers)
+  monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "0")
+  compiled = tj.transrate_many(layers, y, progress=False, min_width=32)
+  assert len(host) == len(layers)
+  for k, f in layers.items():
+    want = reference.transrate(f.astype(np.float64), y)
+    np.testing.assert_allclose(got[k], want, rtol=2e-5)
+    np.testing.assert_allclose(got[k], compiled[k], rtol=2e-5)
 
 
 def test_never_under_a_trace(monkeypatch):
-  monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "1")
+  monkeypatch.delenv(kernel.HOST_PRODUCTS_ENV, raising=False)
 
   def refuse(*args, **kwargs):
     raise AssertionError("host products under a trace")
@@ -77,29 +157,24 @@ def test_never_under_a_trace(monkeypatch):
                              [eager, eager], rtol=1e-10)
   g = jax.grad(lambda a: tj.transrate(a, y, num_classes=3))(f)
   assert np.all(np.isfinite(g))
-  # A vector eps (eigenvalues) and the official preset (rank rule) keep the compiled path too.
+  # A vector eps (eigenvalues) and the official preset (normalisation, rank rule) stay compiled.
   tj.transrate(f, y, eps=np.array([1e-4, 1e-2]))
   tj.transrate(f, y, preset="official")
+  tj.transrate_many([f, f[:, :5]], y, eps=np.array([1e-4, 1e-2]), progress=False)
 
 
 def test_which_calls_take_the_host_path(monkeypatch):
   monkeypatch.delenv(kernel.HOST_PRODUCTS_ENV, raising=False)
   cfg = kernel.resolve_config(None, None)
+  f, y = np.zeros((100, 8), np.float32), np.arange(100) % 2
 
-  def uses(n, d, c, *, dtype=np.float32, eps_vector=False, config=cfg):
-    f = np.zeros((n, d), dtype)
-    y = np.arange(n) % c
-    plan = kernel.make_block_plan(y, c, d)[0]
-    return kernel.use_host_products(f, y, plan, eps_vector, config)
+  def uses(features=f, *, eps_vector=False, config=cfg):
+    return kernel.use_host_products(features, y, eps_vector, config)
 
-  assert not uses(100, 8, 2)  # small: one compiled program
-  assert not uses(20000, 400, 2)  # large, but the total is the sum of the class covariances
-  assert uses(12000, 512, 100)  # a large total on the covariance side, classes on the Gram side
-  assert uses(1000, 3000, 10)  # a large total on the Gram side
-  monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "1")
-  assert uses(100, 8, 2) and uses(20000, 400, 2)
-  assert not uses(100, 8, 2, eps_vector=True)  # a vector eps: eigenvalues
-  assert not uses(100, 8, 2, dtype=np.float16)
-  assert not uses(100, 8, 2, config=kernel.resolve_config(None, "official"))
+  assert uses() and uses(f.astype(np.float16)) and uses(jnp.asarray(f))
+  assert uses(config=kernel.resolve_config(None, "tllib"))
+  assert not uses(eps_vector=True)  # a vector eps: eigenvalues
+  assert not uses(config=kernel.resolve_config(None, "official"))
+  assert not uses(f.astype(np.int32))
   monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "0")
-  assert not uses(12000, 512, 100)
+  assert not uses()

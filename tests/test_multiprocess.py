@@ -1,8 +1,10 @@
-"""``transrate_sharded`` across processes for real: ``jax.distributed`` on 127.0.0.1.
+"""Scores across processes for real: ``jax.distributed`` on 127.0.0.1.
 
 Two processes, each with 2 forced CPU devices (a 4-device mesh), each holding its own uneven share
 of the rows (``process_local=True``), must give the score of one process holding every row, and
-the float64 oracle. The processes are bounded in time and killed on failure.
+the float64 oracle: ``transrate_sharded``, and streaming (``transrate_from_batches`` and
+``TransRateStats.merge_across_processes``, each process in chunks of its own sizes). The same two
+processes run every case; they are bounded in time and killed on failure.
 """
 
 from __future__ import annotations
@@ -86,3 +88,52 @@ def test_process_local_rows_give_the_one_process_score(results):
       else:  # float32 with a large common offset: the psum-ed shift keeps it accurate
         np.testing.assert_allclose(case["score"], oracle, rtol=1e-3, err_msg=str((i, case)))
     assert results[0]["cases"][i]["score"] == results[1]["cases"][i]["score"]
+
+
+@pytest.mark.timeout(_TIMEOUT_S + 60)
+def test_streamed_process_local_rows_give_the_one_process_score(results):
+  for i in worker.STREAMED:
+    n, d, c, preset, dtype, offset = worker.CASES[i]
+    _, y, f64 = worker.data(n, d, c, dtype, offset, seed=i)
+    oracle = reference.transrate(f64, y, preset=preset)
+    keys = ["streamed_given"] + (["streamed", "method"] if i == 0 else [])
+    # Each process streams its own chunk sizes; the class c - 1 is on the last process only.
+    assert results[0]["cases"][i]["chunks"][:2] != results[1]["cases"][i]["chunks"][:2]
+    assert len(set(results[0]["cases"][i]["chunks"] + results[1]["cases"][i]["chunks"])) > 2
+    for r in results:
+      case = r["cases"][i]
+      one = case["one"]  # this process alone, streaming every row
+      np.testing.assert_allclose(one, oracle, rtol=1e-10 if dtype == "float64" else 1e-4)
+      assert case["streamed_dtype"] == dtype
+      # float32, a 1e4 common offset and different shifts per process: 1e-5 measured.
+      rtol = 1e-10 if dtype == "float64" else 1e-4
+      for key in keys:
+        np.testing.assert_allclose(case[key], one, rtol=rtol, err_msg=str((i, key, case)))
+        np.testing.assert_allclose(case[key], oracle, rtol=rtol, err_msg=str((i, key, case)))
+      if i == 0:
+        assert case["method_n"] == n
+      if preset != "official":
+        # Without the merge, a process's own rows score differently: the test can fail.
+        assert abs(case["local_only"] - oracle) > 1e-2 * abs(oracle), (i, case)
+    for key in keys:  # the same value on every process
+      assert results[0]["cases"][i][key] == results[1]["cases"][i][key]
+
+
+@pytest.mark.timeout(_TIMEOUT_S + 60)
+def test_streaming_errors_reach_every_process(results):
+  n, d, c, _, dtype, offset = worker.CASES[0]
+  _, y, f64 = worker.data(n, d, c, dtype, offset, seed=0)
+  for r in results:  # a disagreement raises the same error everywhere (no process left waiting)
+    kind, msg = r["errors"]["shapes"]
+    assert kind == "ValueError" and f"C={c}," in msg and f"C={c + 1}," in msg, msg
+    kind, msg = r["errors"]["widths"]
+    assert kind == "ValueError" and f"d={d}," in msg and f"d={d - 1}," in msg, msg
+  kind, msg = results[1]["errors"]["failure"]  # process 1's chunks hold NaN
+  assert kind == "ValueError" and "NaN" in msg, msg
+  kind, msg = results[0]["errors"]["failure"]
+  assert kind == "RuntimeError" and "[1]" in msg, msg
+  # Process 0 streams nothing: the score is that of process 1's rows.
+  lo, hi = worker.shares(n, _PROCESSES)[1]
+  for r in results:
+    np.testing.assert_allclose(r["errors"]["empty_here"], reference.transrate(f64[lo:hi], y[lo:hi]),
+                               rtol=1e-10)

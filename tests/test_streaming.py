@@ -103,3 +103,18 @@ def test_errors():
   got = streaming.transrate_from_batches(lambda: iter(_chunks(f, y, [7, 20])), preset="official",
                                          progress=False)
   np.testing.assert_allclose(float(got), reference.transrate(f, y, preset="official"), rtol=1e-10)
+
+
+def test_merge_across_processes_is_a_no_op_in_one_process():
+  # Many processes: tests/test_multiprocess.py. One process: the same statistics and scores.
+  f, y = _data()
+  stats = streaming.TransRateStats.init(10, num_classes=4, dtype=jnp.float64).update(f, y)
+  assert stats.merge_across_processes() is stats
+  chunks = _chunks(f, y, [31, 90])
+  for preset in (None, "official"):
+    np.testing.assert_array_equal(
+        np.asarray(streaming.transrate_from_batches(chunks, preset=preset, progress=False,
+                                                    process_local=True)),
+        np.asarray(streaming.transrate_from_batches(chunks, preset=preset, progress=False)))
+  with pytest.raises(ValueError, match="empty"):
+    streaming.transrate_from_batches([], progress=False, process_local=True)

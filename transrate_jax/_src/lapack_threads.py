@@ -10,9 +10,14 @@ jax 0.10.2, ``benchmarks/bench_cpu.py``): a ``10000 x 512`` ``Z^T Z`` (31 ms alo
 At import, ``transrate_jax`` therefore:
 
 * if SciPy's OpenBLAS is not loaded yet (the usual case: ``import jax`` does not load it), loads
-  it with ``OPENBLAS_THREAD_TIMEOUT=4`` (its threads sleep right after each call; the variable is
-  read once, at load; the process environment is restored afterwards). LAPACK keeps every core,
-  which ``eigh`` uses (2048 x 2048: 0.61 s on 2 threads, 0.85 s on 1);
+  it with ``OPENBLAS_THREAD_TIMEOUT=18`` (its threads sleep about 2^18 cycles, ~0.1 ms, after
+  each call; the variable is read once, at load; the process environment is restored
+  afterwards). LAPACK keeps every core, which ``eigh`` uses (2048 x 2048: 0.61 s on 2 threads,
+  0.85 s on 1). The timeout is short enough that the threads are asleep before the next XLA
+  matmul (the round above: 34-37 ms with 18 as with 4), and long enough that they stay awake
+  across the back-to-back calls of a batched factorisation: with 4 (2^4 cycles) each of the
+  LAPACK calls inside had to wake them, and a batched Cholesky of [10, 256, 256] took 5-70 ms
+  from one run to the next instead of 5 ms;
 * if it is already loaded (SciPy's ``linalg`` imported before ``transrate_jax``), sets its thread
   count to 1 instead (with ``threadpoolctl``): no worker threads, so nothing spins.
 
@@ -55,7 +60,7 @@ def configure() -> str:
     return "unavailable"
   if not controllers and "scipy.linalg.cython_lapack" not in sys.modules:
     previous = os.environ.get(_TIMEOUT_VAR)
-    os.environ.setdefault(_TIMEOUT_VAR, "4")
+    os.environ.setdefault(_TIMEOUT_VAR, "18")
     try:
       import scipy.linalg.cython_lapack  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     finally:

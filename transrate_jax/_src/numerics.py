@@ -9,6 +9,8 @@ docs/numerics.md.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,7 +133,8 @@ def symmetrize(a: jax.Array) -> jax.Array:
 def cholesky_logdiag(a: jax.Array) -> jax.Array:
   """``log(diag(L))`` of the Cholesky factor ``L`` of SPD ``a`` ([..., m, m] -> [..., m]).
 
-  ``logdet(a) = 2 * sum(cholesky_logdiag(a))``.
+  ``logdet(a) = 2 * sum(cholesky_logdiag(a))``. Only the upper triangle of ``a`` (``i <= j``) is
+  read, so a matrix from BLAS ``syrk``, which writes one triangle, needs no mirroring.
   """
   # LAPACK reads one triangle of a column-major matrix; passing the transpose of the row-major
   # ``a`` makes that a free relabelling instead of a transposing copy (``a`` is symmetric).
@@ -204,11 +207,25 @@ def one_matrix_per_program() -> bool:
   return jax.default_backend() == "cpu"
 
 
-def one_at_a_time(single):
-  """``run(stack, dims)`` from ``single(matrix, dim)``, one call per matrix of the stack."""
+@functools.partial(jax.jit, static_argnames=("width", "dtype"))
+def _pad_columns_device(x, *, width, dtype):
+  x = x.astype(dtype)
+  return jnp.pad(x, ((0, 0), (0, width - x.shape[1])))
 
-  def run(stack, dims):
-    # Results come back to the host: indexing them there compiles nothing.
-    return np.stack([np.asarray(single(stack[i], dims[i])) for i in range(stack.shape[0])])
 
-  return run
+def pad_columns(x, width: int, dtype):
+  """``x`` [n, d] in ``dtype`` with zero columns appended up to ``width`` (>= d).
+
+  A NumPy (host) array is padded on the host and stays there (a compiled program takes NumPy
+  arguments without an extra eager op to compile); a JAX array is padded on its device. Returned
+  unchanged when it already has that width and dtype.
+  """
+  dtype = np.dtype(dtype)
+  if np.shape(x)[1] == width and np.dtype(x.dtype) == dtype:
+    return x
+  if isinstance(x, jax.Array):
+    return _pad_columns_device(x, width=width, dtype=dtype)
+  x = np.asarray(x)
+  out = np.zeros((x.shape[0], width), dtype)
+  out[:, :x.shape[1]] = x
+  return out

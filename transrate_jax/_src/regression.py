@@ -293,8 +293,7 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
     weights = kernel.class_weights(counts, n, config.weighting)
     cond = kernel.class_terms_blocks(
         z, weights, counts, index_blocks[j], class_ids[j], eps, eps_vector=eps_vector, dim=dim)
-    cond = cond + kernel.full_class_weight(weights, counts, n) * total
-    scores.append(total - cond)
+    scores.append(kernel.conditional_score(total, cond, weights, counts, n))
   return kernel.rank_normalized(jnp.stack(scores), lam, dim, config)
 
 

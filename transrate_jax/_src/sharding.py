@@ -65,7 +65,7 @@ def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, process_local
     # eigendecomposition) runs on ONE device. Left inside the sharded program, every device would
     # run its own LAPACK call, and XLA's CPU runtime hangs on that with forced host devices
     # (jaxlib 0.10.2). On a GPU/TPU mesh it is one small d x d program either way.
-    counts, sums, second = (_first_shard(a) for a in stats_jit(f, y, mask))
+    counts, sums, second = (streaming.first_shard(a) for a in stats_jit(f, y, mask))
     # Rows are already centred (and, for the official preset, normalised after centring): the
     # plain preset re-centres at the (tiny) residual mean, the official one must not.
     out = _score_jit(counts, sums, second, eps, config=config, centre=not config.normalize,
@@ -75,11 +75,6 @@ def _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, process_local
     return jax.device_put(out, NamedSharding(mesh, P()))  # replicated over the mesh, as before
 
   return score
-
-
-def _first_shard(a: jax.Array) -> jax.Array:
-  """One device's copy of a replicated array (as a single-device array)."""
-  return a.addressable_shards[0].data
 
 
 @functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))
@@ -164,24 +159,18 @@ def _pad_rows(f, y, rows: int):
   return f, y, np.arange(rows) < n
 
 
-def _allgather(value: np.ndarray) -> np.ndarray:
-  """``value`` of every process, stacked in process order (one host round trip)."""
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  return np.asarray(multihost_utils.process_allgather(value))
-
-
 def _transrate_process_local(features, labels, mesh, axis, config, eps, num_classes):
   """:func:`transrate_sharded` with each process holding its own rows (``process_local``)."""
   f = validation.check_features(features, min_samples=1)
   y, local_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
   if num_classes is None:  # every process must agree on C: the largest label anywhere
-    num_classes = int(np.max(_allgather(np.asarray([local_classes], np.int64))))
+    num_classes = int(np.max(streaming.process_allgather(np.asarray([local_classes], np.int64))))
     y, _ = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
   eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
   local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
   if local_devices == 0:
     raise ValueError("process_local: the mesh holds none of this process's devices.")
-  counts = _allgather(np.asarray([f.shape[0]], np.int64)).reshape(-1)
+  counts = streaming.process_allgather(np.asarray([f.shape[0]], np.int64)).reshape(-1)
   # Every process contributes the same number of rows, a multiple of its device count; the mask
   # drops the padding (processes may hold different numbers of real rows).
   per = -(-int(counts.max()) // local_devices) * local_devices

@@ -20,6 +20,11 @@ Per chunk, the class second moments cost about ``m d^2`` flops (not ``C m d^2``)
 are sorted by class into tiles of ``t`` rows that each hold one class, and each tile adds
 ``x_t^T x_t`` to its class (fixed shapes, so one compiled update per chunk size).
 
+Across processes (``jax.distributed``), each process streams its own rows and
+:meth:`TransRateStats.merge_across_processes` re-shifts every process's statistics to one shift
+(as :meth:`TransRateStats.merge` does) and ``psum``-s them; ``transrate_from_batches(...,
+process_local=True)`` does this before finalising.
+
 Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2022.
 """
 
@@ -181,6 +186,43 @@ class TransRateStats(NamedTuple):
           f"(C={other.num_classes}, d={other.dim}).")
     return _merge(self, other)
 
+  def merge_across_processes(self) -> "TransRateStats":
+    r"""The statistics of every process's samples, on every process (``jax.distributed``).
+
+    A collective: every process calls it, each with the statistics of its own rows (any number,
+    including none; classes may be absent on some processes; each has its own shift). The shift
+    of the first process (in process order) that saw samples becomes the common one, each process
+    re-shifts its statistics to it as :meth:`merge` does (per class, :math:`\delta = t_p - t`):
+
+    .. math:: s_c \leftarrow s_c + n_c\delta, \qquad
+              S_c \leftarrow S_c + s_c\delta^\top + \delta s_c^\top + n_c\delta\delta^\top,
+
+    and ``psum`` over one device per process adds them. Every process gets the same
+    statistics, in its own dtype; memory is one ``C x d x d`` copy per process (never ``P`` of
+    them). With one process it returns ``self``.
+
+    Returns:
+      The merged statistics (``n`` is the total over every process), on this process's first
+      device.
+
+    Raises:
+      ValueError: on every process, when the processes' statistics differ in ``num_classes``,
+        ``dim`` or dtype (pass the same ``num_classes`` and ``dtype`` everywhere).
+    """
+    if jax.process_count() == 1:
+      return self
+    headers = process_allgather(_header(self))
+    _agreed(headers, every_process=True)
+    shifts = process_allgather(np.asarray(self.shift))  # [P, d]
+    seen = headers[:, 0] > 0
+    shift = jnp.asarray(shifts[int(np.argmax(seen))], self.sums.dtype)
+    sums, second = _about_jit(self, shift)
+    counts, sums, second = _psum_over_processes(self.counts, sums, second)
+    device = _process_device(jax.process_index())
+    return TransRateStats(counts=counts, sums=sums, second_moments=second,
+                          shift=jax.device_put(shift, device),
+                          n=jax.device_put(jnp.asarray(headers[:, 0].sum(), jnp.int32), device))
+
   def finalize(self, *, eps=1e-4, weighting: Optional[str] = None,
                preset: Optional[str] = None) -> jax.Array:
     """The TransRate score of every sample seen, equal to the in-memory :func:`transrate`.
@@ -218,13 +260,109 @@ def _update(stats: TransRateStats, features, labels, mask, *, tile):
 _update_donated = jax.jit(_update.__wrapped__, static_argnames=("tile",), donate_argnums=(0,))
 
 
+def _about(stats: TransRateStats, shift):
+  """``(sums, second_moments)`` of ``stats`` taken around ``shift`` instead of ``stats.shift``."""
+  return _reshift(stats.counts, stats.sums, stats.second_moments, stats.shift - shift)
+
+
+_about_jit = jax.jit(_about)
+
+
 @jax.jit
 def _merge(a: TransRateStats, b: TransRateStats) -> TransRateStats:
   shift = jnp.where(a.n > 0, a.shift, b.shift)
-  sa, qa = _reshift(a.counts, a.sums, a.second_moments, a.shift - shift)
-  sb, qb = _reshift(b.counts, b.sums, b.second_moments, b.shift - shift)
+  sa, qa = _about(a, shift)
+  sb, qb = _about(b, shift)
   return TransRateStats(counts=a.counts + b.counts, sums=sa + sb, second_moments=qa + qb,
                         shift=shift, n=a.n + b.n)
+
+
+# Across processes (``jax.distributed``). Each helper is a collective unless it says otherwise.
+
+_PROCESS_AXIS = "processes"
+
+
+def process_allgather(value: np.ndarray) -> np.ndarray:
+  """``value`` of every process, stacked in process order (one host round trip; a collective)."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return np.asarray(multihost_utils.process_allgather(value))
+
+
+def first_shard(a: jax.Array) -> jax.Array:
+  """One device's copy of a replicated array (as a single-device array); not a collective."""
+  return a.addressable_shards[0].data
+
+
+def _process_device(process: int):
+  """The device that stands for ``process`` (its lowest id); the same answer on every process."""
+  return min((d for d in jax.devices() if d.process_index == process), key=lambda d: d.id)
+
+
+@functools.lru_cache(maxsize=None)
+def _process_sum_fn(devices: tuple, num_arrays: int):
+  """Jitted ``psum`` over a 1-D mesh of one device per process, for ``num_arrays`` arrays."""
+  mesh = jax.sharding.Mesh(np.asarray(devices), (_PROCESS_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  spec = jax.sharding.PartitionSpec(_PROCESS_AXIS)
+
+  def local(*blocks):  # each block is this process's [1, ...] slice
+    return tuple(jax.lax.psum(b[0], _PROCESS_AXIS) for b in blocks)
+
+  fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec,) * num_arrays,
+                             out_specs=(jax.sharding.PartitionSpec(),) * num_arrays))
+  return mesh, fn
+
+
+def _psum_over_processes(*arrays):
+  """The sum over processes of each array (same shapes and dtypes everywhere), on this process's
+  device of the mesh, as single-device arrays."""
+  devices = tuple(_process_device(p) for p in range(jax.process_count()))
+  mesh, fn = _process_sum_fn(devices, len(arrays))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(_PROCESS_AXIS))
+  mine = devices[jax.process_index()]
+  stacked = [jax.make_array_from_single_device_arrays(
+      (len(devices),) + a.shape, sharding, [jax.device_put(a[None], mine)]) for a in arrays]
+  return tuple(first_shard(a) for a in fn(*stacked))
+
+
+_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+def _header(stats: Optional[TransRateStats]) -> np.ndarray:
+  """``[n, C, d, dtype code]`` of ``stats`` (zeros for None); not a collective."""
+  if stats is None:
+    return np.zeros((4,), np.int64)
+  return _header_of(int(stats.n), stats.num_classes, stats.dim, stats.sums.dtype)
+
+
+def _header_of(n: int, num_classes: int, dim: int, dtype) -> np.ndarray:
+  return np.asarray([n, num_classes, dim, _DTYPES.index(jnp.dtype(dtype))], np.int64)
+
+
+def _agreed(headers: np.ndarray, *, every_process: bool):
+  """``(C, d, dtype)`` the processes agree on, from the stacked ``[P, 4]`` headers; the same
+  answer, or the same error, on every process.
+
+  With ``every_process`` all must have equal ``(C, d, dtype)``. Without it only processes that
+  saw samples take part (the others hold no statistics yet) and C may differ (the classes seen
+  so far): the largest is returned.
+  """
+  procs = np.arange(len(headers)) if every_process else np.flatnonzero(headers[:, 0] > 0)
+  if procs.size == 0:
+    raise ValueError("batches is empty on every process: no samples to score.")
+  key = slice(1, 4) if every_process else slice(2, 4)
+  if len({tuple(headers[p, key]) for p in procs}) > 1:
+    seen, parts = set(), []
+    for p in procs:
+      if tuple(headers[p, key]) not in seen:
+        seen.add(tuple(headers[p, key]))
+        c, d, code = headers[p, 1:4]
+        parts.append(f"process {p}: C={c}, d={d}, {_DTYPES[code].name}")
+    raise ValueError("the processes' statistics differ in shape or dtype (" + "; ".join(parts)
+                     + "): every process must use the same feature width, num_classes= and "
+                     "dtype=.")
+  first = headers[procs[0]]
+  return int(headers[procs, 1].max()), int(first[2]), _DTYPES[int(first[3])]
 
 
 def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool,
@@ -250,7 +388,6 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   """
   dtype = sums.dtype
   d = sums.shape[-1]
-  num_classes = counts.shape[0]
   eps = jnp.asarray(eps, dtype)
   nc = counts.astype(dtype)
   n = jnp.sum(nc)
@@ -302,9 +439,10 @@ normalize_rows = kernel.normalize_rows
 
 
 @jax.jit
-def _normalized_sum(features, ref):
-  """``sum_i (normalize(f_i) - normalize(ref))``, in shifted form (no cancellation near ``ref``)."""
-  return jnp.sum(kernel.normalized_offsets(features, ref), axis=0)
+def _normalized_sum(features, ref, mask):
+  """``sum_i (normalize(f_i) - normalize(ref))`` over the rows with ``mask``, in shifted form (no
+  cancellation near ``ref``)."""
+  return jnp.sum(jnp.where(mask[:, None], kernel.normalized_offsets(features, ref), 0.0), axis=0)
 
 
 @jax.jit
@@ -321,7 +459,8 @@ def _iterate(batches):
 def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
                            num_classes: Optional[int] = None, eps=1e-4,
                            weighting: Optional[str] = None, preset: Optional[str] = None,
-                           progress: Optional[bool] = None, dtype=None) -> jax.Array:
+                           progress: Optional[bool] = None, dtype=None,
+                           process_local: bool = False) -> jax.Array:
   r"""TransRate of a dataset given as chunks, without holding it in memory.
 
   Accumulates :class:`TransRateStats` (counts ``n_c``, sums ``s_c``, second moments ``S_c`` around
@@ -350,13 +489,26 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
     progress: a progress bar over chunks: True, False, or None (default: only for long
       interactive work, see :mod:`transrate_jax._src.progress`).
     dtype: accumulation dtype (default: the first chunk's float dtype).
+    process_local: many processes (``jax.distributed.initialize``: a TPU pod slice, several GPU
+      hosts), as in :func:`transrate_jax.transrate_sharded`: ``batches`` are THIS process's
+      chunks (any number, none included; classes may be absent), every process calls the
+      function with its own (and the same keywords), and the score is that of every process's
+      rows, the same on each. The statistics are merged with
+      :meth:`TransRateStats.merge_across_processes` before finalising (the official preset's
+      pass-1 mean is summed over processes too). Without ``num_classes`` the processes agree on
+      the largest label seen anywhere. With one process it changes nothing.
 
   Returns:
-    A scalar (or [E] for a vector ``eps``).
+    A scalar (or [E] for a vector ``eps``); with ``process_local``, the same value on every
+    process, on this process's first device.
 
   Raises:
-    ValueError: no data, fewer than 2 samples, chunks of different widths, labels out of range,
-      a one-shot iterator with ``preset="official"``, and the errors of ``transrate``.
+    ValueError: no data (on every process, with ``process_local``), fewer than 2 samples, chunks
+      of different widths, labels out of range, a one-shot iterator with ``preset="official"``,
+      the errors of ``transrate``, and with ``process_local`` processes whose widths or dtypes
+      differ (raised on every process).
+    RuntimeError: with ``process_local``, on the other processes when one process's chunks raise
+      (that process raises its own error; none is left waiting in a collective).
 
   Example:
     >>> import numpy as np, transrate_jax as tj
@@ -377,29 +529,111 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
         "second row normalisation): pass a re-iterable (a list, or a zero-argument callable that "
         "returns a fresh iterable), not a one-shot iterator or generator.")
   total = len(batches) if hasattr(batches, "__len__") else None
+  dtype = None if dtype is None else numerics.float_dtype(dtype)
+  across = process_local and jax.process_count() > 1
 
   mean = ref = None
   if config.normalize:  # Pass 1: the mean of the L2-normalised rows, relative to a reference.
-    acc, count = None, 0
-    for feats, _ in progress_lib.iterate(_iterate(batches), progress, "transrate pass 1/2", total):
-      f = validation.check_features(feats, min_samples=1)
-      if dtype is not None:
-        f = f.astype(numerics.float_dtype(dtype))
-      if ref is None:  # the first chunk's mean row: the normalised rows are taken relative to it
-        ref = jnp.mean(f, axis=0)
-      part = _normalized_sum(f, ref.astype(f.dtype))
-      acc = part if acc is None else acc + part
-      count += f.shape[0]
-    if acc is None:
+    acc, count, ref = _local(across, _normalized_pass, batches, progress, total, dtype)
+    if across:
+      acc, count, ref = _normalized_pass_across_processes(acc, count, ref)
+    elif acc is None:
       raise ValueError("batches is empty: no samples to score.")
     mean = acc / count
 
-  stats = None
   desc = "transrate pass 2/2" if config.normalize else "transrate"
+  stats = _local(across, _stats_pass, batches, progress, total, dtype, num_classes, ref, mean,
+                 desc)
+  if across:
+    headers = process_allgather(_header(stats))
+    c_max, dim, stats_dtype = _agreed(headers, every_process=False)
+    if stats is None:  # no rows here: empty statistics of the agreed shape
+      stats = TransRateStats.init(dim, num_classes=c_max, dtype=stats_dtype)
+    elif stats.num_classes < c_max:  # classes seen only elsewhere (num_classes not given)
+      stats = _grow(stats, c_max)
+    stats = stats.merge_across_processes()
+  if stats is None:
+    raise ValueError("batches is empty: no samples to score.")
+  if int(stats.n) < 2:
+    raise ValueError(f"TransRate needs at least 2 samples; got {int(stats.n)}.")
+  eps, eps_vector = validation.check_eps(eps, dtype=stats.sums.dtype)  # in the compute dtype
+  return _finalize_stats(stats, eps, config=config, centre=not config.normalize,
+                         eps_vector=eps_vector)
+
+
+def _local(across: bool, fn, *args):
+  """``fn(*args)``: one process's part of a pass. With ``across`` a failure is announced to the
+  other processes (a one-flag all-gather) before it is raised, so that no process waits forever
+  in the next collective: the failing one raises its error, the others a RuntimeError."""
+  if not across:
+    return fn(*args)
+  error = out = None
+  try:
+    out = fn(*args)
+  except Exception as e:  # pylint: disable=broad-except
+    error = e
+  failed = np.flatnonzero(process_allgather(np.asarray([error is not None], np.int32)))
+  if error is not None:
+    raise error
+  if failed.size:
+    raise RuntimeError(f"process(es) {failed.tolist()} failed while streaming their batches "
+                       "(their error is raised there): no score.")
+  return out
+
+
+def _chunk_features(feats, dtype):
+  f = validation.check_features(feats, min_samples=1)
+  return f if dtype is None else f.astype(dtype)
+
+
+def _normalized_pass(batches, progress, total, dtype):
+  """Pass 1 of the official preset: ``(sum_i normalize(f_i) - normalize(ref), count, ref)``,
+  ``ref`` the first chunk's mean row; ``(None, 0, None)`` without rows."""
+  acc, count, ref = None, 0, None
+  for feats, _ in progress_lib.iterate(_iterate(batches), progress, "transrate pass 1/2", total):
+    f = _chunk_features(feats, dtype)
+    if ref is None:  # the first chunk's mean row: the normalised rows are taken relative to it
+      ref = jnp.mean(f, axis=0)
+    padded, _, mask = _pad_rows(f, np.zeros((f.shape[0],), np.int32),
+                                np.ones((f.shape[0],), bool))
+    part = _normalized_sum(padded, ref.astype(f.dtype), mask)
+    acc = part if acc is None else acc + part
+    count += f.shape[0]
+  return acc, count, ref
+
+
+def _normalized_pass_across_processes(acc, count, ref):
+  """Pass 1 summed over processes: every process gets the same ``(acc, count, ref)``.
+
+  The reference becomes the first (in process order) process's ``r``; process ``p``'s sum moves
+  to it exactly as ``acc_p + count_p (normalize(r_p) - normalize(r))``, the difference in
+  shifted form (:func:`kernel.normalized_offsets`, no cancellation for nearby references).
+  """
+  header = np.zeros((4,), np.int64) if ref is None else _header_of(count, 1, *ref.shape, ref.dtype)
+  headers = process_allgather(header)
+  _, dim, dtype = _agreed(headers, every_process=False)
+  zeros = np.zeros((dim,), dtype)
+  accs = process_allgather(zeros if acc is None else np.asarray(acc))  # [P, d]
+  refs = process_allgather(zeros if ref is None else np.asarray(ref))
+  counts = headers[:, 0]
+  seen = counts > 0
+  return (_move_normalized_sums(jnp.asarray(accs[seen]), jnp.asarray(refs[seen]),
+                                jnp.asarray(counts[seen], dtype)),
+          int(counts.sum()), jnp.asarray(refs[int(np.argmax(seen))]))
+
+
+@jax.jit
+def _move_normalized_sums(accs, refs, counts):
+  """``sum_p accs[p] + counts[p] (normalize(refs[p]) - normalize(refs[0]))`` ([P, d] -> [d])."""
+  return jnp.sum(accs + counts[:, None] * kernel.normalized_offsets(refs, refs[0]), axis=0)
+
+
+def _stats_pass(batches, progress, total, dtype, num_classes, ref, mean, desc):
+  """The statistics of every chunk (of the official rows when ``ref`` is given); None without
+  rows."""
+  stats = None
   for feats, labels in progress_lib.iterate(_iterate(batches), progress, desc, total):
-    f = validation.check_features(feats, min_samples=1)
-    if dtype is not None:
-      f = f.astype(numerics.float_dtype(dtype))
+    f = _chunk_features(feats, dtype)
     if stats is not None and f.shape[1] != stats.dim:
       raise ValueError(f"a chunk has {f.shape[1]} feature columns; earlier chunks had {stats.dim}.")
     if num_classes is None:
@@ -410,16 +644,9 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
       stats = TransRateStats.init(f.shape[1], num_classes=c_chunk, dtype=f.dtype)
     elif c_chunk > stats.num_classes:
       stats = _grow(stats, c_chunk)
-    if config.normalize:
-      f = _official_rows(f.astype(stats.sums.dtype), ref.astype(stats.sums.dtype),
-                         mean.astype(stats.sums.dtype))
-    stats = _update_donated(stats, *_pad_rows(f.astype(stats.sums.dtype), y,
-                                              np.ones((f.shape[0],), bool)),
-                            tile=_tile_size(numerics.bucket(f.shape[0]), stats.num_classes))
-  if stats is None:
-    raise ValueError("batches is empty: no samples to score.")
-  if int(stats.n) < 2:
-    raise ValueError(f"TransRate needs at least 2 samples; got {int(stats.n)}.")
-  eps, eps_vector = validation.check_eps(eps, dtype=stats.sums.dtype)  # in the compute dtype
-  return _finalize_stats(stats, eps, config=config, centre=not config.normalize,
-                         eps_vector=eps_vector)
+    f, y, mask = _pad_rows(f.astype(stats.sums.dtype), y, np.ones((f.shape[0],), bool))
+    if ref is not None:  # on the padded rows too (finite, and masked out), one program per bucket
+      f = _official_rows(f, ref.astype(stats.sums.dtype), mean.astype(stats.sums.dtype))
+    stats = _update_donated(stats, f, y, mask,
+                            tile=_tile_size(f.shape[0], stats.num_classes))
+  return stats

@@ -18,7 +18,6 @@ Reference: Huang et al., "Frustratingly easy transferability estimation", ICML 2
 
 from __future__ import annotations
 
-import functools
 from typing import Dict, Mapping, Optional, Sequence
 
 import jax
@@ -63,12 +62,6 @@ def _items(features, stacked_ndim: int = 3):
                    f"array); got {type(features).__name__}.")
 
 
-@functools.partial(jax.jit, static_argnames=("width", "dtype"))
-def _pad_device(x, *, width, dtype):
-  x = x.astype(dtype)
-  return jnp.pad(x, ((0, 0), (0, width - x.shape[1])))
-
-
 def _stack_chunk(arrays, width, dtype):
   """One chunk ``[k, n, width]``: host arrays padded on the host (and left there: the compiled
   program takes NumPy arguments without an extra eager op to compile), device arrays on the device."""
@@ -78,9 +71,7 @@ def _stack_chunk(arrays, width, dtype):
       a = np.asarray(a)
       out[i, :, :a.shape[1]] = a
     return out
-  padded = [a if (isinstance(a, jax.Array) and a.shape[1] == width and a.dtype == dtype)
-            else _pad_device(jnp.asarray(a), width=width, dtype=dtype) for a in arrays]
-  return jnp.stack(padded)
+  return jnp.stack([numerics.pad_columns(jnp.asarray(a), width, dtype) for a in arrays])
 
 
 def default_bytes_per_item(n: int, width: int, itemsize: int) -> int:
@@ -205,11 +196,14 @@ def score_many(metric, features, labels, /, *, num_classes: Optional[int] = None
     if bar is not None:
       bar.update(1)
 
+  one = getattr(run, "one", None)  # a batched metric's runner for one unpadded matrix (CPU)
   try:
     for (dtype, width), chunks, size in plan:
       for idx in chunks:
         if run is None:
           out = jnp.stack([jnp.asarray(spec.fn(arrays[i], labels, **kwargs)) for i in idx])
+        elif one is not None:
+          out = np.stack([np.asarray(one(arrays[i], width, widths[i])) for i in idx])
         else:
           members = [arrays[i] for i in idx] + [arrays[idx[0]]] * (size - len(idx))
           dims = np.asarray([widths[i] for i in idx] + [widths[idx[0]]] * (size - len(idx)),

@@ -16,6 +16,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from transrate_jax._src import numerics
 from transrate_jax._src import registry
 from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
@@ -77,10 +78,11 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
       contribute zero (but count in C for "uniform").
 
   Returns:
-    A scalar (or [E] for a vector ``eps``) in the features' float dtype. (A large eager call on
-    the CPU forms its total's product with NumPy's BLAS, ``syrk``, and the rest compiled; same
-    numbers to round-off. Under ``jit``/``vmap``/``grad`` and on accelerators everything is
-    compiled. docs/numerics.md, "Products on the host".)
+    A scalar (or [E] for a vector ``eps``) in the features' float dtype. (An eager call on the
+    CPU forms its products with BLAS ``syrk`` on the host and compiles only the factorisations;
+    same numbers to round-off. Under ``jit``/``vmap``/``grad``, on accelerators, for a vector
+    ``eps`` and the official preset everything is compiled. docs/numerics.md, "Products on the
+    host".)
 
   Raises:
     ValueError: features not 2-D or with NaN/inf, fewer than 2 samples, labels not 1-D integers,
@@ -98,17 +100,22 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
   estimation", ICML 2022.
   """
   config = kernel.resolve_config(weighting, preset)
-  f = validation.check_features(features)
-  y, num_classes = validation.check_labels(labels, f.shape[0], num_classes=num_classes)
-  eps, eps_vector = validation.check_eps(eps, dtype=f.dtype)
+  if not isinstance(features, (np.ndarray, jax.Array)) and validation.is_concrete(features):
+    features = np.asarray(features)
+  dtype = numerics.float_dtype(validation.check_matrix(features))
+  y, num_classes = validation.check_labels(labels, np.shape(features)[0],
+                                           num_classes=num_classes)
+  eps, eps_vector = validation.check_eps(eps, dtype=dtype)
   index_blocks, class_ids = None, None
   if validation.is_concrete(labels):
-    index_blocks, class_ids = kernel.make_block_plan(np.asarray(labels), num_classes, f.shape[1])
-    if kernel.use_host_products(f, labels, index_blocks, eps_vector, config):
-      return kernel.transrate_host_products(f, y, index_blocks, class_ids, eps, config=config,
+    if kernel.use_host_products(features, labels, eps_vector, config):
+      return kernel.transrate_host_products(features, labels, eps, config=config,
                                             num_classes=num_classes)
-  return kernel.transrate_jit(f, y, index_blocks, class_ids, f.shape[1], eps, config=config,
-                        num_classes=num_classes, eps_vector=eps_vector)
+    index_blocks, class_ids = kernel.make_block_plan(np.asarray(labels), num_classes,
+                                                     np.shape(features)[1])
+  return kernel.transrate_jit(numerics.as_float(features), y, index_blocks, class_ids,
+                              np.shape(features)[1], eps, config=config,
+                              num_classes=num_classes, eps_vector=eps_vector)
 
 
 registry.register_metric(

@@ -27,19 +27,24 @@ The class terms are batched, with no Python loop over classes inside the compile
   blocks, whose single Cholesky factor holds every class's log-determinant on its diagonal, or
   per-class row blocks), and ``d x d`` covariance slots for the at most ``n // (d + 1)`` classes
   that can have more rows than ``d`` (:func:`dense_layout`).
+
+An eager call on the CPU forms the same products by BLAS ``syrk`` on the host instead and compiles
+only the factorisations (:func:`host_moments`, :func:`transrate_from_moments_jit`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import lapack_threads
 from transrate_jax._src import numerics
 from transrate_jax._src import validation
 
@@ -183,11 +188,22 @@ def coding_rate_terms(z: jax.Array, eps: jax.Array, *, eps_vector: bool, centred
   :func:`second_moment` of ``z`` computed elsewhere (e.g. summed from class covariances).
   """
   m, d = z.shape
-  gram = gram_side(m, d)
   mat = second_moment(z) if moment is None else moment
-  scale = jnp.asarray(1.0 / m, z.dtype)
+  return moment_rate(mat, m, eps, gram=gram_side(m, d), eps_vector=eps_vector, centred=centred,
+                     dim=d if dim is None else dim, return_eigvals=return_eigvals)
+
+
+def moment_rate(mat: jax.Array, rows, eps: jax.Array, *, gram: bool, eps_vector: bool,
+                centred: bool, dim=None, return_eigvals: bool = False):
+  """``1/2 logdet(I + M / (rows eps))`` of a second moment ``M`` ([m, m]) of ``rows`` rows.
+
+  ``M`` is ``Z Z^T`` (``gram``, static) or ``Z^T Z`` of some ``Z`` with ``rows`` rows (an int, or
+  a traced scalar); the rest as :func:`coding_rate_terms`, which is this for ``M`` formed from
+  ``z``. ``dim`` (the true width) bounds the rank on the eigenvalue path (default ``m``).
+  """
+  scale = 1.0 / jnp.asarray(rows, mat.dtype)
   if return_eigvals or eps_vector:
-    rank = jnp.minimum(m - int(centred), d if dim is None else dim)
+    rank = jnp.minimum(rows - int(centred), mat.shape[-1] if dim is None else dim)
     lam = numerics.psd_eigvalsh(mat, rank)
     value = half_logdet_from_eigvals(lam, scale, eps, eps_vector=eps_vector)
     return (value, lam) if return_eigvals else value
@@ -298,27 +314,42 @@ def class_terms_blocks(z, weights, counts, index_blocks, class_ids, eps, *, eps_
                        moments=None, dim=None):
   """sum_c w_c R_c from padded class blocks (labels known on the host), full classes excluded.
 
-  Each group's second moments ([k, m, m], from :func:`class_block_moments` unless ``moments``
-  are given) are zero-padded to the largest ``m`` (a zero row and column of ``M`` puts a 1 on the
+  Each group's second moments ([k, m, m]) are :func:`class_block_moments` of ``z`` unless
+  ``moments`` are given; :func:`class_terms_from_moments` takes it from there.
+  """
+  if not index_blocks:
+    return jnp.zeros(eps.shape, z.dtype)
+  if moments is None:
+    moments = class_block_moments(z, index_blocks, block_sides(index_blocks, *z.shape)[0])
+  return class_terms_from_moments(moments, class_ids, weights, counts, eps, eps_vector=eps_vector,
+                                  dim=z.shape[1] if dim is None else dim)
+
+
+def class_terms_from_moments(moments, class_ids, weights, counts, eps, *, eps_vector, dim=None):
+  """sum_c w_c R_c from the classes' second moments, grouped: ``moments[i]`` [k_i, m_i, m_i].
+
+  Each matrix is ``Z_c Z_c^T`` or ``Z_c^T Z_c`` of the rows of class ``class_ids[i][j]``; the
+  groups are zero-padded to the largest ``m`` (a zero row and column of ``M`` puts a 1 on the
   diagonal of ``I + a M``: ``log 1 = 0``, exact) and factorised in ONE batched call. One
   factorisation per program is deliberate: XLA's CPU runtime can deadlock on a program holding
   several large batched LAPACK calls (jaxlib 0.10.2). A vector ``eps`` takes the eigenvalues with
   the rank bound ``min(n_c, dim)``.
   """
-  if not index_blocks:
-    return jnp.zeros(eps.shape, z.dtype)
-  mats = moments
-  if mats is None:
-    mats = class_block_moments(z, index_blocks, block_sides(index_blocks, *z.shape)[0])
-  size = max(m.shape[-1] for m in mats)
+  size = max(m.shape[-1] for m in moments)
   mats = jnp.concatenate(
-      [jnp.pad(m, ((0, 0), (0, size - m.shape[-1]), (0, size - m.shape[-1]))) for m in mats])
+      [jnp.pad(m, ((0, 0), (0, size - m.shape[-1]), (0, size - m.shape[-1]))) for m in moments])
   ids = jnp.concatenate(class_ids)
   rank = None
   if eps_vector:
-    rank = jnp.minimum(counts[ids], z.shape[1] if dim is None else dim).astype(jnp.int32)
+    rank = jnp.minimum(counts[ids], dim).astype(jnp.int32)
   terms = half_logdet(mats, safe_inverse(counts[ids]), eps, eps_vector=eps_vector, rank=rank)
   return jnp.tensordot(weights[ids], terms, axes=(0, 0))
+
+
+def conditional_score(total, cond, weights, counts, n):
+  """``R(Z) - sum_c w_c R_c`` from ``total = R(Z)`` and the class terms ``cond`` of the layouts,
+  which leave out the classes holding every row (added here, :func:`full_class_weight`)."""
+  return total - (cond + full_class_weight(weights, counts, n) * total)
 
 
 # Traced labels (static C, unknown n_c): the class layouts.
@@ -530,8 +561,7 @@ def numerical_rank(eigvals: jax.Array, dim) -> jax.Array:
 
 
 def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, config: Config,
-                     num_classes: int, eps_vector: bool, layout: Optional[DenseLayout] = None,
-                     moments=None, total_moment=None, preprocessed: bool = False):
+                     num_classes: int, eps_vector: bool, layout: Optional[DenseLayout] = None):
   """TransRate of one feature matrix; pure and traceable (``vmap`` over ``features`` works).
 
   Args:
@@ -546,22 +576,17 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
     num_classes: static C.
     eps_vector: whether ``eps`` is [E].
     layout: traced labels only: force a :class:`DenseLayout` (tests).
-    moments, total_moment: the class blocks' second moments (as :func:`class_block_moments`)
-      and the total's (:func:`second_moment` of the preprocessed features), computed elsewhere
-      (:func:`host_moments`); None to compute them here (given ``total_moment`` alone, the class
-      moments are computed here). Only with ``index_blocks``.
-    preprocessed: ``features`` are already :func:`preprocess`-ed (static; the host path has
-      done it to form its products, and the program reuses them instead of a second pass).
 
   Returns:
     Scalar, or [E] when ``eps_vector``.
   """
   n, width = features.shape
-  z = features if preprocessed else preprocess(features, config)
+  z = preprocess(features, config)
   eps = jnp.asarray(eps, z.dtype)
   counts = jnp.zeros((num_classes,), z.dtype).at[labels].add(1.0)
   weights = class_weights(counts, n, config.weighting)
-  if index_blocks is not None and moments is None:
+  moments, total_moment = None, None
+  if index_blocks is not None:
     gram, shared = block_sides(index_blocks, n, width)
     moments = class_block_moments(z, index_blocks, gram)
     if shared:  # Z^T Z = sum_c Z_c^T Z_c: no second pass over the data
@@ -574,8 +599,7 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
   else:
     cond = class_terms_dense(z, labels, weights, counts, eps, num_classes=num_classes,
                              eps_vector=eps_vector, dim=dim, layout=layout)
-  cond = cond + full_class_weight(weights, counts, n) * total
-  return rank_normalized(total - cond, lam, dim, config)
+  return rank_normalized(conditional_score(total, cond, weights, counts, n), lam, dim, config)
 
 
 @functools.partial(
@@ -586,38 +610,49 @@ def transrate_jit(features, labels, index_blocks, class_ids, dim, eps, *, config
                           num_classes=num_classes, eps_vector=eps_vector)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_classes"))
-def transrate_from_moments_jit(z, labels, index_blocks, class_ids, dim, eps, moments,
-                               total_moment, *, config, num_classes):
-  """:func:`transrate_kernel` of preprocessed ``z`` with the second moments given (scalar eps)."""
-  return transrate_kernel(z, labels, index_blocks, class_ids, dim, eps, config=config,
-                          num_classes=num_classes, eps_vector=False, moments=moments,
-                          total_moment=total_moment, preprocessed=True)
+# ---------------------------------------------------------------------------------------------
+# Eager calls on the CPU: the products by BLAS on the host, the factorisations compiled.
+#
+# XLA's CPU matmul reaches about half of OpenBLAS's rate on the symmetric products ``Z^T Z`` and
+# ``Z_c Z_c^T`` (OpenBLAS ``syrk`` does half the multiply-adds of a general product;
+# benchmarks/bench_transrate.py, bench_sweep.py). An eager call, whose features and labels are
+# concrete, forms every second moment on the host (:func:`host_moments`) and hands them to a small
+# compiled program that only factorises: one program per shape of the moments, which compiles in
+# a fraction of the time of the whole kernel (docs/numerics.md, "Products on the host").
 
-
-preprocess_jit = jax.jit(preprocess, static_argnames=("config",))
-
-
-# Eager calls on the CPU take the total's product through NumPy's BLAS (``syrk``) when it is at
-# least this many multiply-adds: there OpenBLAS's ``Z^T Z`` runs about 1.5-2x as fast as XLA's CPU
-# matmul (benchmarks/bench_transrate.py); below it, one compiled program is as fast.
-HOST_PRODUCTS_MIN_FLOPS = 2 ** 31
 HOST_PRODUCTS_ENV = "TRANSRATE_JAX_HOST_PRODUCTS"
 
 
-def use_host_products(features, labels, index_blocks, eps_vector: bool, config: Config) -> bool:
-  """Whether an eager call takes its total's product on the host (:func:`host_moments`).
+class HostMoments(NamedTuple):
+  """The second moments of one eager TransRate problem, formed on the host (:func:`host_moments`).
+
+  Attributes:
+    total: [m, m] ``Z^T Z`` (``m = D``), or the Gram matrix ``Z Z^T`` (``m = n``) when
+      ``gram_total``; zero-padded to the padded width ``D`` on the covariance side.
+    classes: [k, M, M] each class's moment on its own full-rank side (``Z_c Z_c^T`` when
+      ``n_c <= d``, else ``Z_c^T Z_c``), zero-padded to a common ``M``; ``k = 0`` when no class is
+      a proper non-empty subset of the rows.
+    class_ids: [k] int32, the class of each matrix of ``classes``.
+    counts: [C] the class counts ``n_c``, in the features' float dtype.
+    gram_total: whether ``total`` is the Gram side (``n <= d``).
+  """
+  total: np.ndarray
+  classes: np.ndarray
+  class_ids: np.ndarray
+  counts: np.ndarray
+  gram_total: bool
+
+
+def use_host_products(features, labels, eps_vector: bool, config: Config) -> bool:
+  """Whether an eager call forms its products on the host (:func:`host_moments`).
 
   Only for concrete features and labels (never under a trace: ``jit``, ``vmap`` and ``grad``
-  keep the compiled path), on the CPU, float32 or float64, a scalar ``eps``, no official rank
-  normalisation (that path needs eigenvalues), a total that is not the sum of the class
-  covariances (then the class products are the work, and gathering their rows on the host was
-  measured slower than the compiled program), and a product of at least
-  :data:`HOST_PRODUCTS_MIN_FLOPS` multiply-adds. The environment variable
-  ``TRANSRATE_JAX_HOST_PRODUCTS=0`` turns it off, ``=1`` forces it for any size and layout.
+  keep the compiled path), on the CPU, with float input, a scalar ``eps`` and the plain centring
+  (the official preset's normalisation and rank rule stay compiled). The environment variable
+  ``TRANSRATE_JAX_HOST_PRODUCTS=0`` turns it off.
   """
-  setting = os.environ.get(HOST_PRODUCTS_ENV, "").strip()
-  if setting == "0" or eps_vector or config.rank_normalize or not index_blocks:
+  if (os.environ.get(HOST_PRODUCTS_ENV, "").strip() == "0" or eps_vector or config.normalize
+      or config.rank_normalize):
     return False
   if not (validation.is_concrete(features) and validation.is_concrete(labels)):
     return False
@@ -626,58 +661,165 @@ def use_host_products(features, labels, index_blocks, eps_vector: bool, config: 
       return False
   elif jax.default_backend() != "cpu":
     return False
-  if np.dtype(features.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-    return False
-  if setting == "1":
-    return True
-  n, d = features.shape
-  if block_sides(index_blocks, n, d)[1]:
-    return False
-  return float(n) * d * min(n, d) >= HOST_PRODUCTS_MIN_FLOPS
+  return np.issubdtype(np.dtype(features.dtype), np.floating)
 
 
-def host_moments(z: np.ndarray, index_blocks, *, dim: int):
-  """The dominant second moments with NumPy's BLAS (host side): the total's, and the classes' when
-  the total is their sum.
+def host_moments(features, labels, *, num_classes: int, width: Optional[int] = None
+                 ) -> HostMoments:
+  """Every second moment of TransRate by BLAS on the host, from one label-sorted, centred copy.
 
-  When every class and the total are on the covariance side (:func:`block_sides`'s ``shared``),
-  ``Z^T Z = sum_c Z_c^T Z_c`` and the class covariances are the work: they are formed here (the
-  same [k, d, d] stacks :func:`class_block_moments` would give; padding rows add nothing) and
-  summed. Otherwise the total's product (``Z^T Z``, or the Gram ``Z Z^T`` when ``n <= d``) is the
-  large one and is formed here, while the smaller class products stay in the compiled program
-  (gathering class rows on the host costs more than it saves). Each product is one array times
-  its own transpose, which NumPy hands to OpenBLAS's ``syrk``.
+  The rows are copied in label order (a stable sort) and centred in the same pass
+  (:func:`sorted_centred`), so each class is a contiguous slice and each product is an array
+  times its own transpose, one ``syrk`` (:func:`host_product`).
+  Sorting the rows leaves ``Z^T Z`` unchanged and permutes ``Z Z^T`` (same log-determinant). When
+  the total and every class are on the covariance side, ``Z^T Z = sum_c Z_c^T Z_c`` is summed
+  from the classes (:func:`block_sides`); otherwise it is one more product. Every term stays on
+  its full-rank side (:func:`gram_side`) for the true width ``d``.
 
   Args:
-    z: [n, d] preprocessed features (NumPy).
-    index_blocks: from :func:`make_block_plan` (padding indices equal ``n``).
-    dim: the width ``d``.
+    features: [n, d] concrete float features (NumPy or a JAX array on the CPU); half precision
+      is upcast to float32 (:func:`numerics.float_dtype`).
+    labels: [n] concrete integer labels in ``0..num_classes-1`` (validated by the caller).
+    num_classes: C.
+    width: pad covariance-side matrices to this width ``D >= d`` (a sweep's bucket, so widths
+      share compiled programs; zero rows and columns add ``log 1 = 0``). Default ``d``.
 
   Returns:
-    ``(moments, total)``: a list of [k, d, d] class stacks (None when the classes stay in the
-    compiled program) and the total's matrix.
+    :class:`HostMoments`.
   """
-  n = z.shape[0]
-  _, shared = block_sides(index_blocks, n, dim)
-  if not shared:
-    return None, (z @ z.T if gram_side(n, dim) else z.T @ z)
-  moments = []
-  for idx in index_blocks:
-    out = np.empty((idx.shape[0], dim, dim), z.dtype)
-    for i, rows in enumerate(idx):
-      zc = z[rows[rows < n]]
-      out[i] = zc.T @ zc
-    moments.append(out)
-  return moments, sum(m.sum(axis=0) for m in moments)
+  f = np.asarray(features)
+  dtype = numerics.float_dtype(f.dtype)
+  n, d = f.shape
+  width = d if width is None else int(width)
+  y = np.asarray(labels).astype(np.int64)
+  counts = np.bincount(y, minlength=num_classes)
+  z = sorted_centred(f, np.argsort(y, kind="stable"), dtype)
+  starts = np.concatenate([[0], np.cumsum(counts)])
+  ids = [c for c in np.flatnonzero((counts > 0) & (counts < n))]
+  gram = [gram_side(int(counts[c]), d) for c in ids]
+  # Gram-side classes padded as make_block_plan pads them (8 sizes per octave), so few shapes.
+  sizes = [min(numerics.bucket(counts[c], steps=BLOCK_STEPS), width) if g else width
+           for c, g in zip(ids, gram)]
+  size = max(sizes, default=0)
+  classes = np.zeros((len(ids), size, size), dtype)
+  for i, (c, g) in enumerate(zip(ids, gram)):
+    m = host_product(z[starts[c]:starts[c + 1]], gram=g)
+    classes[i, :m.shape[0], :m.shape[0]] = m
+  gram_total = gram_side(n, d)
+  if ids and not gram_total and not any(gram):
+    total = classes.sum(axis=0)
+  elif gram_total:
+    total = host_product(z, gram=True)
+  else:
+    total = np.zeros((width, width), dtype)
+    total[:d, :d] = host_product(z, gram=False)
+  return HostMoments(total, classes, np.asarray(ids, np.int32), counts.astype(dtype), gram_total)
 
 
-def transrate_host_products(features, y, index_blocks, class_ids, eps, *, config: Config,
-                            num_classes: int):
-  """TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
-  z = preprocess_jit(features, config=config)
-  moments, total = host_moments(np.asarray(z), index_blocks, dim=features.shape[1])
-  return transrate_from_moments_jit(z, y, index_blocks, class_ids, features.shape[1], eps,
-                                    moments, total, config=config, num_classes=num_classes)
+def host_product(a: np.ndarray, *, gram: bool) -> np.ndarray:
+  """``a a^T`` (``gram``) or ``a^T a`` of a C-contiguous [m, d] array, by BLAS ``syrk``: the upper
+  triangle (``i <= j``) holds the product; the strict lower one is left as BLAS writes it (zero)
+  and never read: the factorisation reads the upper triangle only (:func:`numerics.cholesky_logdiag`),
+  and every step before it (scaling, the identity, the centring fill, zero padding) keeps it.
+
+  It goes through SciPy's bundled OpenBLAS, the library jaxlib's CPU factorisations use, whose
+  threads :mod:`lapack_threads` puts to sleep about 0.1 ms after each call, so they do not spin
+  against the factorisation that follows (NumPy's OpenBLAS, a second library, keeps its threads
+  busy-waiting for about 0.1 s after each call: a Cholesky started then ran up to 10x slower on
+  2 cores). Where that policy could not be applied, NumPy's ``@`` (also ``syrk``) is used.
+  """
+  if lapack_threads.APPLIED == "thread_timeout" and a.dtype in (np.float32, np.float64):
+    # Imported here, after lapack_threads has loaded SciPy's OpenBLAS with its policy.
+    from scipy.linalg import blas as scipy_blas  # pylint: disable=import-outside-toplevel
+    syrk = scipy_blas.ssyrk if a.dtype == np.float32 else scipy_blas.dsyrk
+    # SciPy's BLAS is column-major: a row-major [m, d] array is the column-major [d, m] a^T.
+    return syrk(1.0, a.T, trans=1 if gram else 0)
+  return a @ a.T if gram else a.T @ a
+
+
+# Rows per block of :func:`sorted_centred`: about 1 MiB, so each block stays in cache; inputs of at
+# least _PARALLEL_BYTES are centred by one thread per core (NumPy releases the GIL in its loops:
+# 0.32 -> 0.20 s at [50000, 2048] float32 on 2 cores).
+_CENTRE_BLOCK_BYTES = 1 << 20
+_PARALLEL_BYTES = 1 << 26
+
+
+@functools.lru_cache(maxsize=1)
+def _threads():
+  """``(pool, cores)``: one thread per available core (at most 8); ``(None, 1)`` on one core."""
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    cores = os.cpu_count() or 1
+  cores = min(cores, 8)
+  return (concurrent.futures.ThreadPoolExecutor(cores), cores) if cores > 1 else (None, 1)
+
+
+def sorted_centred(f: np.ndarray, order: np.ndarray, dtype) -> np.ndarray:
+  """``f[order] - mean(f)`` in ``dtype`` (host side), in one pass after the mean's.
+
+  The column means are accumulated in float64 and split as ``mu + lo`` (``mu`` the nearest
+  ``dtype`` value, ``lo`` the rest), and each row is ``(f_i - mu) - lo``: to within a rounding of
+  ``f_i - mean``, so the centred rows sum to zero up to round-off (as :func:`numerics.center`'s
+  two passes give) without a second pass over the data. Rows are gathered, centred and written
+  block by block, each block small enough to stay in cache; large inputs are split into one
+  range of rows per core, each summed and centred by its own thread (the same numbers).
+
+  Args:
+    f: [n, d] float features (any float dtype; cast to ``dtype`` per block).
+    order: [n] row permutation.
+    dtype: the float dtype of the result.
+
+  Returns:
+    [n, d] NumPy array.
+  """
+  n, d = f.shape
+  pool, parts = _threads() if f.nbytes >= _PARALLEL_BYTES else (None, 1)
+  bounds = np.linspace(0, n, parts + 1).astype(int)
+  ranges = list(zip(bounds[:-1], bounds[1:]))
+  run = map if pool is None else pool.map
+  sums = run(lambda r: np.add.reduce(f[r[0]:r[1]], axis=0, dtype=np.float64), ranges)
+  mean = sum(sums) / n
+  mu = mean.astype(dtype)
+  lo = (mean - mu).astype(dtype)
+  out = np.empty((n, d), dtype)
+  rows = max(1, _CENTRE_BLOCK_BYTES // max(d * np.dtype(dtype).itemsize, 1))
+
+  def centre(r):
+    for start in range(r[0], r[1], rows):
+      stop = min(start + rows, r[1])
+      block = f[order[start:stop]].astype(dtype, copy=False)
+      np.subtract(block, mu, out=block)
+      np.subtract(block, lo, out=out[start:stop])
+
+  list(run(centre, ranges))
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=("config", "gram_total"))
+def transrate_from_moments_jit(total, classes, class_ids, counts, eps, *, config: Config,
+                               gram_total: bool):
+  """TransRate from :class:`HostMoments` (scalar eps, plain centring): the factorisations only.
+
+  ``n = sum_c n_c`` is traced, so problems that differ only in ``n`` share the program.
+  """
+  n = jnp.sum(counts)
+  eps = jnp.asarray(eps, total.dtype)
+  weights = class_weights(counts, n, config.weighting)
+  rate = moment_rate(total, n, eps, gram=gram_total, eps_vector=False, centred=True)
+  cond = jnp.zeros((), total.dtype)
+  if classes.shape[0]:
+    cond = class_terms_from_moments([classes], [class_ids], weights, counts, eps,
+                                    eps_vector=False)
+  return conditional_score(rate, cond, weights, counts, n)
+
+
+def transrate_host_products(features, labels, eps, *, config: Config, num_classes: int,
+                            width: Optional[int] = None):
+  """Eager TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
+  m = host_moments(features, labels, num_classes=num_classes, width=width)
+  return transrate_from_moments_jit(m.total, m.classes, m.class_ids, m.counts, eps,
+                                    config=config, gram_total=m.gram_total)
 
 
 @functools.partial(jax.jit, static_argnames=("eps_vector",))
@@ -728,13 +870,24 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
       checked.add(dtype)
 
   if numerics.one_matrix_per_program():
-    def single(f, dim):
-      check_dtype(f.dtype)
-      index_blocks, class_ids = plan(f.shape[1])
-      return transrate_jit(
-          f, y, index_blocks, class_ids, dim, eps, config=config, num_classes=num_classes,
-          eps_vector=eps_vector)
-    run = numerics.one_at_a_time(single)
+    # The CPU: one matrix per call (numerics.one_matrix_per_program), taken as it is; an eager
+    # sweep forms its products on the host with its moments padded to the bucket ``width``,
+    # else the matrix is padded and scored by the whole compiled kernel.
+    def one(f, width, dim):
+      dtype = numerics.float_dtype(f.dtype)
+      check_dtype(dtype)
+      if concrete and use_host_products(f, host, eps_vector, config):
+        return transrate_host_products(f, host, eps, config=config, num_classes=num_classes,
+                                       width=width)
+      index_blocks, class_ids = plan(width)
+      return transrate_jit(numerics.pad_columns(f, width, dtype), y, index_blocks, class_ids,
+                           dim, eps, config=config, num_classes=num_classes,
+                           eps_vector=eps_vector)
+
+    def run(stack, dims):
+      return np.stack([np.asarray(one(stack[i], stack.shape[-1], dims[i]))
+                       for i in range(stack.shape[0])])
+    run.one = one
   else:
     def run(stack, dims):
       check_dtype(stack.dtype)
@@ -765,4 +918,5 @@ def compiled_programs() -> int:
   Counted from the jitted functions' own caches, so no module state is kept; the difference
   across a call is the number of programs it compiled (tests and benchmarks use it).
   """
-  return transrate_jit._cache_size() + transrate_stack._cache_size()  # pylint: disable=protected-access
+  return (transrate_jit._cache_size() + transrate_stack._cache_size()  # pylint: disable=protected-access
+          + transrate_from_moments_jit._cache_size())  # pylint: disable=protected-access
