@@ -17,12 +17,37 @@ from transrate_jax._src import peer_numerics
 REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
 CASES = sorted(cases.FEATURE_CASES)
 
-@pytest.mark.parametrize("shape", [(50, 8), (12, 30)])
+@pytest.mark.parametrize("shape", [(50, 8), (12, 30), (300, 40)])
 def test_pca_matches_sklearn(shape):
+  # (300, 40) with k = 5 <= d / 4 takes the CPU's host path (syrk + partial syevr).
   x = np.random.default_rng(0).normal(size=shape) @ np.diag(np.linspace(1, 3, shape[1]))
   k = 5
   got = jax.jit(peer_numerics.pca_project, static_argnums=1)(x, k)
   np.testing.assert_allclose(got, reference_pca.pca_full(x, k), atol=1e-10)
+
+
+def test_pca_host_axes_equal_the_full_eigh(monkeypatch):
+  """The CPU's leading-axes path (a host callback) against the full eigh: float64 and float32,
+  through jit and vmap, with a large common offset."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 400, 48)) @ np.diag(np.linspace(1, 4, 48)) + 1e3
+  calls = []
+  real = peer_numerics._top_axes_host  # pylint: disable=protected-access
+
+  def counting(*args, **kwargs):
+    calls.append(1)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(peer_numerics, "_top_axes_host", counting)
+  project = jax.jit(peer_numerics.pca_project, static_argnums=(1,))
+  for dtype, tol in ((np.float64, 1e-9), (np.float32, 2e-3)):
+    xs = x.astype(dtype)
+    full = [np.asarray(xs[i] - xs[i].mean(0)) @ np.asarray(peer_numerics.pca_eigh(xs[i])[2][:, :8])
+            for i in range(2)]
+    np.testing.assert_allclose(project(xs[0], 8), full[0], atol=tol * np.abs(full[0]).max())
+    got = jax.vmap(lambda a: peer_numerics.pca_project(a, 8))(xs)
+    np.testing.assert_allclose(got, np.stack(full), atol=tol * np.abs(full[0]).max())
+  assert calls  # the host path ran
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])

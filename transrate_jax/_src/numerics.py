@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import lapack_threads
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 _HALF = (jnp.float16, jnp.bfloat16)
@@ -174,6 +176,27 @@ def psd_eigvalsh(a: jax.Array, rank=None) -> jax.Array:
   rank = jnp.asarray(rank)
   keep = jnp.arange(m) >= (m - rank)[..., None]
   return jnp.where(keep, lam, 0.0)
+
+
+def host_product(a: np.ndarray, *, gram: bool) -> np.ndarray:
+  """``a a^T`` (``gram``) or ``a^T a`` of a C-contiguous [m, d] array, by BLAS ``syrk``: the upper
+  triangle (``i <= j``) holds the product; the strict lower one is left as BLAS writes it (zero)
+  and never read: the factorisation reads the upper triangle only (:func:`cholesky_logdiag`),
+  and every step before it (scaling, the identity, the centring fill, zero padding) keeps it.
+
+  It goes through SciPy's bundled OpenBLAS, the library jaxlib's CPU factorisations use, whose
+  threads :mod:`lapack_threads` puts to sleep about 0.1 ms after each call, so they do not spin
+  against the factorisation that follows (NumPy's OpenBLAS, a second library, keeps its threads
+  busy-waiting for about 0.1 s after each call: a Cholesky started then ran up to 10x slower on
+  2 cores). Where that policy could not be applied, NumPy's ``@`` (also ``syrk``) is used.
+  """
+  if lapack_threads.APPLIED == "thread_timeout" and a.dtype in (np.float32, np.float64):
+    # Imported here, after lapack_threads has loaded SciPy's OpenBLAS with its policy.
+    from scipy.linalg import blas as scipy_blas  # pylint: disable=import-outside-toplevel
+    syrk = scipy_blas.ssyrk if a.dtype == np.float32 else scipy_blas.dsyrk
+    # SciPy's BLAS is column-major: a row-major [m, d] array is the column-major [d, m] a^T.
+    return syrk(1.0, a.T, trans=1 if gram else 0)
+  return a @ a.T if gram else a.T @ a
 
 
 def bucket(size: int, *, minimum: int = 1, steps: int = 1) -> int:

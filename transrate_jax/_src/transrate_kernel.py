@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transrate_jax._src import lapack_threads
 from transrate_jax._src import numerics
 from transrate_jax._src import validation
 
@@ -670,7 +669,7 @@ def host_moments(features, labels, *, num_classes: int, width: Optional[int] = N
 
   The rows are copied in label order (a stable sort) and centred in the same pass
   (:func:`sorted_centred`), so each class is a contiguous slice and each product is an array
-  times its own transpose, one ``syrk`` (:func:`host_product`).
+  times its own transpose, one ``syrk`` (:func:`numerics.host_product`).
   Sorting the rows leaves ``Z^T Z`` unchanged and permutes ``Z Z^T`` (same log-determinant). When
   the total and every class are on the covariance side, ``Z^T Z = sum_c Z_c^T Z_c`` is summed
   from the classes (:func:`block_sides`); otherwise it is one more product. Every term stays on
@@ -703,38 +702,17 @@ def host_moments(features, labels, *, num_classes: int, width: Optional[int] = N
   size = max(sizes, default=0)
   classes = np.zeros((len(ids), size, size), dtype)
   for i, (c, g) in enumerate(zip(ids, gram)):
-    m = host_product(z[starts[c]:starts[c + 1]], gram=g)
+    m = numerics.host_product(z[starts[c]:starts[c + 1]], gram=g)
     classes[i, :m.shape[0], :m.shape[0]] = m
   gram_total = gram_side(n, d)
   if ids and not gram_total and not any(gram):
     total = classes.sum(axis=0)
   elif gram_total:
-    total = host_product(z, gram=True)
+    total = numerics.host_product(z, gram=True)
   else:
     total = np.zeros((width, width), dtype)
-    total[:d, :d] = host_product(z, gram=False)
+    total[:d, :d] = numerics.host_product(z, gram=False)
   return HostMoments(total, classes, np.asarray(ids, np.int32), counts.astype(dtype), gram_total)
-
-
-def host_product(a: np.ndarray, *, gram: bool) -> np.ndarray:
-  """``a a^T`` (``gram``) or ``a^T a`` of a C-contiguous [m, d] array, by BLAS ``syrk``: the upper
-  triangle (``i <= j``) holds the product; the strict lower one is left as BLAS writes it (zero)
-  and never read: the factorisation reads the upper triangle only (:func:`numerics.cholesky_logdiag`),
-  and every step before it (scaling, the identity, the centring fill, zero padding) keeps it.
-
-  It goes through SciPy's bundled OpenBLAS, the library jaxlib's CPU factorisations use, whose
-  threads :mod:`lapack_threads` puts to sleep about 0.1 ms after each call, so they do not spin
-  against the factorisation that follows (NumPy's OpenBLAS, a second library, keeps its threads
-  busy-waiting for about 0.1 s after each call: a Cholesky started then ran up to 10x slower on
-  2 cores). Where that policy could not be applied, NumPy's ``@`` (also ``syrk``) is used.
-  """
-  if lapack_threads.APPLIED == "thread_timeout" and a.dtype in (np.float32, np.float64):
-    # Imported here, after lapack_threads has loaded SciPy's OpenBLAS with its policy.
-    from scipy.linalg import blas as scipy_blas  # pylint: disable=import-outside-toplevel
-    syrk = scipy_blas.ssyrk if a.dtype == np.float32 else scipy_blas.dsyrk
-    # SciPy's BLAS is column-major: a row-major [m, d] array is the column-major [d, m] a^T.
-    return syrk(1.0, a.T, trans=1 if gram else 0)
-  return a @ a.T if gram else a.T @ a
 
 
 # Rows per block of :func:`sorted_centred`: about 1 MiB, so each block stays in cache; inputs of at
