@@ -42,8 +42,10 @@ class Metric:
       a sweep may pad widths to shared buckets.
     batched: optional ``batched(labels, n, **options) -> run`` factory for the sweep: it
       validates once and returns ``run(stack [k, n, D], dims [k] int32) -> [k, ...]`` given the
-      true widths; ``run`` may carry ``run.padded_width(width, padded) -> int``. Without it the
-      sweep ``vmap``-s ``fn``.
+      true widths; ``run`` may carry ``run.padded_width(width, padded) -> int``, and
+      ``run.one(matrix [n, d], width, dim)``, which the sweep then calls per matrix instead of
+      stacking (TransRate on the CPU: each unpadded matrix goes to the host products). Without
+      it the sweep ``vmap``-s ``fn``.
     bytes_per_item: optional ``bytes_per_item(n, width, itemsize) -> int``, the working memory of
       one input in a batch (default ``itemsize * (4 n D + 3 min(n, D)^2)``).
     open_options: ``fn`` takes ``**kwargs``, so any option is passed on unchecked.
