@@ -1,5 +1,7 @@
 """Eager TransRate on the CPU with the products through NumPy's BLAS: same numbers, never traced."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -178,3 +180,29 @@ def test_which_calls_take_the_host_path(monkeypatch):
   assert not uses(f.astype(np.int32))
   monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "0")
   assert not uses()
+
+
+@pytest.mark.parametrize("gram", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_product_eigh_is_the_eigendecomposition_of_the_product(gram, dtype):
+  """``numerics.product_eigh`` (host syrk + syevd on the CPU, through a callback) against a
+  float64 NumPy eigendecomposition of the same product, eagerly, under jit and under vmap."""
+  if dtype == np.float64 and not jax.config.jax_enable_x64:
+    pytest.skip("float64 needs jax_enable_x64")
+  rng = np.random.default_rng(3)
+  z = (rng.standard_normal((40, 24)) * np.linspace(0.5, 3.0, 24)).astype(dtype)
+  z = z.T.copy() if gram else z  # the Gram side of a wide matrix
+  z64 = z.astype(np.float64)
+  a = z64 @ z64.T if gram else z64.T @ z64
+  want = np.linalg.eigvalsh(a)
+  tol = 2e-5 if dtype == np.float32 else 1e-11
+  fn = functools.partial(tj_numerics.product_eigh, gram=gram)
+  for w, v in (fn(jnp.asarray(z)), jax.jit(fn)(jnp.asarray(z)),
+               [x[1] for x in jax.vmap(fn)(jnp.stack([z * 2, z]))]):
+    w, v = np.asarray(w, np.float64), np.asarray(v, np.float64)
+    assert w.dtype == np.float64 and np.asarray(fn(jnp.asarray(z))[0]).dtype == dtype
+    np.testing.assert_allclose(w, want, rtol=0, atol=tol * want[-1])
+    np.testing.assert_allclose(v.T @ v, np.eye(len(w)), atol=50 * tol)
+    np.testing.assert_allclose(v.T @ a @ v, np.diag(want), atol=5 * tol * want[-1])
+  jaxpr = str(jax.make_jaxpr(fn)(jnp.asarray(z)))
+  assert ("pure_callback" in jaxpr) == (jax.default_backend() == "cpu"), jaxpr

@@ -183,3 +183,29 @@ def test_nce_no_dense_table_for_sparse_labels():
   z, y = cases.make_hard(*cases.HARD_CASES["hard"])
   want = reference_leep.nce(z, y)
   np.testing.assert_allclose(leep_lib.nce(z * 7000, y * 9000), want, rtol=1e-12)
+  # The jitted (sort) path agrees; eager calls count on the host (bincount, or np.unique here).
+  jitted = jax.jit(lambda a, b: leep_lib.nce(a, b, num_classes=int(y.max()) * 9000 + 1,
+                                             num_source_classes=int(z.max()) * 7000 + 1))
+  np.testing.assert_allclose(jitted(z * 7000, y * 9000), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("num_source", [3, 40, 5000])
+def test_nce_host_counts_equal_the_compiled_sort(num_source):
+  """Eager NCE (NumPy bincount, or np.unique for a large pair table) against the jitted kernel
+  and the float64 oracle, with absent classes, for a dense and a sparse pair table."""
+  rng = np.random.default_rng(num_source)
+  n = 600
+  z = rng.integers(0, num_source, n)
+  y = (z * 7 + rng.integers(0, 3, n)) % 11  # a noisy function of z
+  y[y == 4] = 5  # class 4 absent
+  want = reference_leep.nce(z, y)
+  eager = leep_lib.nce(z, y)
+  assert eager.dtype == jnp.zeros(()).dtype  # JAX's default float
+  jitted = jax.jit(lambda a, b: leep_lib.nce(a, b, num_classes=11,
+                                             num_source_classes=num_source))(z, y)
+  tol = 1e-12 if jax.config.jax_enable_x64 else 1e-6
+  np.testing.assert_allclose(eager, want, rtol=tol)
+  np.testing.assert_allclose(jitted, want, rtol=tol)
+  batched = jax.vmap(lambda a: leep_lib.nce(a, y, num_classes=11,
+                                            num_source_classes=num_source))(jnp.stack([z, z]))
+  np.testing.assert_allclose(batched, [want, want], rtol=tol)

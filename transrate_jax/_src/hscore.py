@@ -45,14 +45,14 @@ def _spectrum(features, labels, num_classes):
   counts = jax.ops.segment_sum(jnp.ones((n,), z.dtype), labels, num_segments=num_classes)
   inv_sqrt = jnp.where(counts > 0, jax.lax.rsqrt(jnp.maximum(counts, 1.0)), 0.0)
   if n < d:
-    lam, u = jnp.linalg.eigh(numerics.gram(z))  # u: [n, n]
+    lam, u = numerics.product_eigh(z, gram=True)  # u: [n, n]
     lam = jnp.maximum(lam, 0.0)
     # B = Z^T E E^T Z with E = onehot / sqrt(n_c): v_i = Z^T u_i / sqrt(l_i),
     # q_i = l_i |E^T u_i|^2.
     eu = jax.ops.segment_sum(u, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, n]
     q = lam * jnp.sum(eu * eu, axis=0)
   else:
-    lam, v = jnp.linalg.eigh(numerics.covariance(z))  # v: [d, d]
+    lam, v = numerics.product_eigh(z)  # v: [d, d]
     lam = jnp.maximum(lam, 0.0)
     sums = jax.ops.segment_sum(z, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, d]
     mv = jnp.matmul(sums, v, precision=numerics.HIGHEST)
@@ -121,7 +121,8 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
   value: the features are centred with a shift and divided by a power of two near their largest
   magnitude before any product is formed. Constant features give the defined value 0.
 
-  Cost: one ``Z^T Z`` (or ``Z Z^T`` when n < d) and one ``eigh`` of the smaller side.
+  Cost: one ``Z^T Z`` (or ``Z Z^T`` when n < d) and one ``eigh`` of the smaller side (on the CPU
+  both on the host, :func:`numerics.product_eigh`).
 
   Args:
     features: [n, d] float features.

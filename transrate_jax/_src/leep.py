@@ -125,6 +125,22 @@ def _nce_kernel(z, y, *, num_source_classes, dtype):
   return jnp.mean(jnp.log(pair_count / source_count))
 
 
+def _nce_host(z: np.ndarray, y: np.ndarray, num_source_classes: int) -> float:
+  """:func:`nce` of concrete labels in NumPy (float64): ``1/n sum_i log(#(y_i, z_i) / #z_i)``.
+
+  The pair counts come from one ``bincount`` of the keys ``y * Cs + z`` when that table is small
+  (at most ``16 n + 1024`` entries), else from ``np.unique`` of the keys (memory O(n) either way).
+  """
+  n = y.shape[0]
+  key = y.astype(np.int64) * num_source_classes + z
+  if (int(y.max()) + 1) * num_source_classes <= 16 * n + 1024:
+    pair_count = np.bincount(key)[key]
+  else:
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    pair_count = counts[inverse]
+  return float(np.mean(np.log(pair_count / np.bincount(z)[z])))
+
+
 def nce(source_labels, labels, *, num_classes: int | None = None,
         num_source_classes: int | None = None) -> jax.Array:
   """Negative Conditional Entropy (NCE). Higher is better.
@@ -141,8 +157,11 @@ def nce(source_labels, labels, *, num_classes: int | None = None,
     num_source_classes: static ``Cs``; needed under ``jit``/``vmap``, else
       ``max(source_labels) + 1``.
 
-  Computed as ``1/n sum_i log(#(y_i, z_i) / #z_i)`` from one sort of the label pairs: memory
-  O(n + Cs) whatever the label values (no ``C x Cs`` table).
+  Computed as ``1/n sum_i log(#(y_i, z_i) / #z_i)``. Concrete labels (the usual eager call, on
+  any backend) are counted on the host in NumPy, float64, by one ``bincount`` of the pairs
+  (``np.unique`` when the ``C x Cs`` table would exceed ``16 n + 1024`` entries); under
+  ``jit``/``vmap``, from one sort of the label pairs. Memory is O(n + Cs) on both paths,
+  whatever the label values.
 
   Returns:
     Scalar NCE (<= 0) in nats, in JAX's default float dtype.
@@ -154,11 +173,14 @@ def nce(source_labels, labels, *, num_classes: int | None = None,
   n = np.shape(labels)[0]
   if n < 1:
     raise ValueError("labels must hold at least one sample.")
-  y, c = validation.check_labels(labels, n, num_classes=num_classes)
+  host = validation.is_concrete(labels) and validation.is_concrete(source_labels)
+  y, c = validation.check_labels(labels, n, num_classes=num_classes, host=host)
   z, cs = validation.check_labels(source_labels, n, num_classes=num_source_classes,
-                                  name="source_labels")
+                                  name="source_labels", host=host)
   del c  # NCE only depends on which labels are equal
   dtype = numerics.float_dtype(np.int32)
+  if host:
+    return jnp.array(np.asarray(_nce_host(z, y, cs), dtype))  # jnp.array: half asarray's cost
   return _nce_kernel(z, y, num_source_classes=cs, dtype=dtype)
 
 

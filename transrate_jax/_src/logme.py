@@ -91,7 +91,8 @@ def _logme_preset_kernel(features, targets, *, num_columns, classification, max_
   """Per-column evidence / N, alpha, beta, and loop state of a preset. See :func:`logme`.
 
   The presets reproduce public code, which works on the raw (uncentred, unscaled) ``F^T F``;
-  so does this kernel.
+  so does this kernel, with XLA's ``eigh`` on every backend (the thuml truncation of a dead unit's
+  round-off eigenvalue reproduces the public number with it, not with :func:`numerics.product_eigh`).
   """
   dtype = features.dtype
   n, d = features.shape
@@ -206,12 +207,12 @@ def _centred_spectrum(features, targets, *, num_columns, classification):
   out = dict(ybar=ybar, yc2=yc2, ynorm2=ynorm2, present=present, scale2=scale * scale,
              mu2=jnp.sum(mu * mu))
   if n >= d:
-    s, v = jnp.linalg.eigh(numerics.covariance(z))
+    s, v = numerics.product_eigh(z)
     out["s"] = jnp.maximum(s, 0.0)
     out["c"] = jnp.matmul(mu, v, precision=numerics.HIGHEST)
     out["p"] = numerics.matmul_tn(v, zty(z))
   else:
-    s, u = jnp.linalg.eigh(numerics.gram(z))  # U: [N, N]
+    s, u = numerics.product_eigh(z, gram=True)  # U: [N, N]
     s = jnp.maximum(s, 0.0)
     keep = s > n * jnp.finfo(dtype).eps * jnp.max(s)
     s = jnp.where(keep, s, 0.0)
@@ -426,7 +427,8 @@ def logme(features, labels, *, regression: bool = False, num_classes: int | None
   evidence is unbounded (the public code returns inf/NaN or a stabiliser-dependent number).
 
   Cost: one ``Z^T Z`` (N >= D) or ``Z Z^T`` (N < D) matmul and one eigendecomposition of the
-  smaller side, shared by all columns; each iteration is O(min(N, D) * T).
+  smaller side, shared by all columns (on the CPU both on the host, by BLAS ``syrk`` and LAPACK
+  ``syevd``: :func:`numerics.product_eigh`); each iteration is O(min(N, D) * T).
 
   Numerics: the exact score is invariant to rescaling the features, ``logme(s F) = logme(F)``
   (the maximising ``alpha`` scales by ``s^2``), in float32 as well: the features are centred

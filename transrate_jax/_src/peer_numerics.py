@@ -96,10 +96,10 @@ def pca_eigh(x: jax.Array):
   xc = numerics.center(x)  # shifted two-pass centring: a large offset does not cancel
   mean = jnp.mean(x - xc, axis=0)
   if n >= d:
-    evals, evecs = jnp.linalg.eigh(numerics.symmetrize(numerics.covariance(xc)))
+    evals, evecs = numerics.product_eigh(xc)
     evals, evecs = evals[::-1], evecs[:, ::-1]
   else:
-    evals, u = jnp.linalg.eigh(numerics.symmetrize(numerics.gram(xc)))
+    evals, u = numerics.product_eigh(xc, gram=True)
     evals, u = evals[::-1], u[:, ::-1]
     cutoff = evals[0] * max(n, d) * jnp.finfo(x.dtype).eps
     keep = evals > cutoff

@@ -121,8 +121,12 @@ def check_num_classes(num_classes, *, name: str = "num_classes"):
   return int(num_classes)
 
 
-def check_labels(labels, n: int, *, num_classes: int | None = None, name: str = "labels"):
+def check_labels(labels, n: int, *, num_classes: int | None = None, name: str = "labels",
+                 host: bool = False):
   """Validates integer class labels ``[n]`` and returns ``(labels as int32 JAX array, C)``.
+
+  With ``host=True`` (concrete labels only) the labels come back as a NumPy array instead, for
+  a caller that computes on the host (nothing is copied to a device).
 
   ``C`` is ``num_classes`` when given, else ``max(labels) + 1`` (read from concrete labels).
   Everything downstream allocates by ``C``, so ``C`` is bounded *before* anything is allocated:
@@ -152,8 +156,8 @@ def check_labels(labels, n: int, *, num_classes: int | None = None, name: str = 
         f"num_classes={num_classes} for {n} samples exceeds the limit of {limit} classes "
         "(every metric allocates per class); relabel the classes to 0..K-1.")
   if is_concrete(labels):
-    host = np.asarray(labels)
-    lo, hi = (int(host.min()), int(host.max())) if host.size else (0, -1)
+    values = np.asarray(labels)
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, -1)
     if lo < 0:
       raise ValueError(f"{name} must be >= 0; found {lo}.")
     if num_classes is None:
@@ -168,6 +172,10 @@ def check_labels(labels, n: int, *, num_classes: int | None = None, name: str = 
   elif num_classes is None:
     raise ValueError(
         f"{name} are traced (inside jit/vmap/grad): pass num_classes= as a static Python int.")
+  if host:
+    if not is_concrete(labels):
+      raise ValueError(f"{name}: host=True needs concrete labels")
+    return values, int(num_classes)
   if isinstance(labels, jax.Array):
     y = labels if labels.dtype == jnp.int32 else labels.astype(jnp.int32)
   else:
