@@ -83,7 +83,8 @@ def main(argv=None) -> int:
   batch, repeats = 64, 5
   if args.quick:
     names = names[:1]
-    kw = dict(models=names, n=100, image_size=32, probe_steps=20, metrics=demo.QUICK_METRICS)
+    kw = dict(models=names, n=100, image_size=32, probe_steps=20, metrics=demo.QUICK_METRICS,
+              layers=demo.QUICK_LAYERS)
     batch, repeats = 8, 2
   conv = conversion_times(names)
   for n, c in conv.items():

@@ -113,6 +113,7 @@ def main(argv=None) -> int:
   try:
     out = demo.run_demo(models=models, metrics=metrics, image_size=task["image_size"], n=task["n"],
                         test_fraction=task["test_fraction"], seed=task["seed"],
+                        layers=demo.QUICK_LAYERS if args.quick else demo.SWEEP_LAYERS,
                         plot_path=str(out_dir / "real_model_selection.png"), progress=False,
                         verbose=True)
   finally:

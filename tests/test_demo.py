@@ -31,7 +31,10 @@ from transrate_jax._src import demo  # noqa: E402
 from transrate_jax._src import evaluation  # noqa: E402
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
-SMALL = dict(models=["mobilenet_v2"], n=100, image_size=32, probe_steps=30)
+# Three stages (demo.QUICK_LAYERS), not the default sweep's 19 stages of 9 widths: each width
+# compiles every metric's program once; the pattern matching is tested on its own below.
+SMALL = dict(models=["mobilenet_v2"], n=100, image_size=32, probe_steps=30,
+             layers=demo.QUICK_LAYERS)
 CANDIDATES = ["mobilenet_v2", "mobilenet_v2 (random)"]
 
 
@@ -55,6 +58,8 @@ def test_sweep_layers_match_segment_by_segment():
   assert demo.sweep_layers(names, "blocks/*/conv") == ["blocks/0/conv"]
 
 
+# The tests that reuse small_demo's compiled programs run on one pytest-xdist worker.
+@pytest.mark.xdist_group("small_demo")
 def test_demo_scores_correlations_and_picks(small_demo):
   out, path = small_demo
   assert path.stat().st_size > 1000
@@ -85,6 +90,7 @@ def test_demo_scores_correlations_and_picks(small_demo):
   assert set(out["timings"]) >= {"data", "load", "extract", "scoring", "probe", "total"}
 
 
+@pytest.mark.xdist_group("small_demo")
 def test_finetune_ground_truth_only_when_settings_match(monkeypatch):
   task = dict(dataset="mnist", image_size=32, n=100, test_fraction=demo.TASK["test_fraction"],
               seed=0)

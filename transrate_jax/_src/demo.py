@@ -47,6 +47,8 @@ RANDOM_SUFFIX = " (random)"
 QUICK_METRICS = ("transrate", "logme", "leep")
 # The stages a sweep scores: the stem, every block, and the head (the classifier's input).
 SWEEP_LAYERS = ("stem", "blocks/*", "head")
+# The stages the quick (CI-sized) runs sweep: each distinct width compiles every metric once.
+QUICK_LAYERS = ("stem", "blocks/0", "head")
 
 
 def feature_metrics() -> list:
