@@ -204,5 +204,11 @@ def test_product_eigh_is_the_eigendecomposition_of_the_product(gram, dtype):
     np.testing.assert_allclose(w, want, rtol=0, atol=tol * want[-1])
     np.testing.assert_allclose(v.T @ v, np.eye(len(w)), atol=50 * tol)
     np.testing.assert_allclose(v.T @ a @ v, np.diag(want), atol=5 * tol * want[-1])
+  for top in (3, 10):  # the leading pairs: syevr by index (3 <= 24 / 4), a slice of syevd (10)
+    w, v = jax.jit(functools.partial(fn, top=top))(jnp.asarray(z))
+    assert w.shape == (top,) and v.shape == (len(want), top)
+    w, v = np.asarray(w, np.float64), np.asarray(v, np.float64)
+    np.testing.assert_allclose(w, want[-top:], rtol=0, atol=tol * want[-1])
+    np.testing.assert_allclose(v.T @ a @ v, np.diag(want[-top:]), atol=5 * tol * want[-1])
   jaxpr = str(jax.make_jaxpr(fn)(jnp.asarray(z)))
   assert ("pure_callback" in jaxpr) == (jax.default_backend() == "cpu"), jaxpr

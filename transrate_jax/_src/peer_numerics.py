@@ -12,8 +12,6 @@ quantisation of regression targets) have their one home here too.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,40 +115,21 @@ def _sklearn_signs(axes: jax.Array) -> jax.Array:
   return axes * jnp.where(signs == 0, 1.0, signs).astype(axes.dtype)
 
 
-def _top_axes_host(xc, k: int):
-  """The ``k`` leading eigenvectors of ``xc^T xc`` ([d, k], descending) on the host: one
-  ``syrk`` (:func:`numerics.host_product`) and LAPACK ``syevr`` for those ``k`` only."""
-  import scipy.linalg  # pylint: disable=import-outside-toplevel  (after lapack_threads)
-  xc = np.ascontiguousarray(xc)
-  d = xc.shape[1]
-  scatter = numerics.host_product(xc, gram=False)  # the upper triangle
-  _, vecs = scipy.linalg.eigh(scatter, lower=False, subset_by_index=[d - k, d - 1],
-                              driver="evr", overwrite_a=True, check_finite=False)
-  return np.ascontiguousarray(vecs[:, ::-1]).astype(xc.dtype)
-
-
-# A partial eigensolver pays off when few components are kept: syevr still reduces the whole
-# matrix to tridiagonal form, but computes k eigenvectors instead of d.
-_TOP_AXES_MAX_FRACTION = 0.25
-
-
 def pca_project(x: jax.Array, k: int, axes: jax.Array | None = None) -> jax.Array:
   """``(x - mean) @ axes[:, :k]``: the first ``k`` exact principal components ([n, d] -> [n, k]).
 
   ``x`` is centred with a shift (:func:`numerics.center`); ``axes`` ([d, >= k]) defaults to
-  those of :func:`pca_eigh`. On the CPU, when ``n >= d`` and ``k <= d / 4``, the default axes
-  are computed on the host instead (``jax.pure_callback``, so ``jit`` and ``vmap`` still work):
-  the scatter matrix by BLAS ``syrk`` and only the ``k`` leading eigenvectors by LAPACK
-  ``syevr``, where XLA's CPU ``eigh`` computes all ``d`` (GBC at (10000, 2048), k = 64); the same
-  axes, signs as :func:`pca_eigh`.
+  those of :func:`pca_eigh` (the same axes and signs). When ``n >= d`` only the ``k`` leading
+  eigenvectors of the scatter matrix are asked of :func:`numerics.product_eigh`: on the CPU, for
+  ``k <= d / 4``, LAPACK ``syevr`` computes those alone on the host, where XLA's CPU ``eigh``
+  computes all ``d`` (GBC at (10000, 2048), k = 64).
   """
   xc = numerics.center(x)
   if axes is None:
     n, d = x.shape
-    if (jax.default_backend() == "cpu" and n >= d and k <= _TOP_AXES_MAX_FRACTION * d):
-      axes = _sklearn_signs(jax.pure_callback(
-          functools.partial(_top_axes_host, k=k), jax.ShapeDtypeStruct((d, k), x.dtype), xc,
-          vmap_method="sequential"))
+    if n >= d:
+      _, vecs = numerics.product_eigh(xc, top=min(k, d))
+      axes = _sklearn_signs(vecs[:, ::-1])
     else:
       _, _, axes = pca_eigh(x)
   return jnp.matmul(xc, axes[:, :k], precision=HIGHEST)
