@@ -64,6 +64,51 @@ def test_exact_float32(name, oracle_exact):
   np.testing.assert_allclose(float(score), oracle_exact(name), rtol=0, atol=2e-5)
 
 
+def _separated_classes(scale, seed=0):
+  """[1000, 128] features of 10 classes whose means stand far above the within-class noise."""
+  r = np.random.default_rng(seed)
+  y = r.integers(0, 10, 1000)
+  return scale * r.standard_normal((1000, 128)) + r.standard_normal((10, 128))[y], y
+
+
+@pytest.mark.parametrize("scale", [0.03, 0.05])
+def test_float32_well_separated_classes_are_bounded(scale):
+  """A small but genuine least-squares residual is no unbounded evidence in float32.
+
+  The one-hot targets leave a relative residual |y - F m|^2 / |y|^2 of 5e-5 to 2e-4 here,
+  below the old cut 16 K eps (2.4e-4 at K = 128), which wrongly raised "unbounded"; the
+  evidence has an interior maximum and float32 finds it (float64 oracle).
+  """
+  f, y = _separated_classes(scale)
+  design = np.c_[f.astype(np.float32).astype(np.float64), np.ones(len(y))]
+  onehot = np.eye(10)[y]
+  residual = np.linalg.lstsq(design, onehot, rcond=None)[1] / np.sum(onehot, axis=0)
+  assert residual.min() < 16 * 128 * np.finfo(np.float32).eps  # the case the old cut refused
+  want = reference_logme.logme(f, y)
+  f32 = f.astype(np.float32)
+  # E(t) is |y_c|^2 - sum p^2 / (t + s): at E / |y|^2 ~ 1e-4 its float32 cancellation costs
+  # about 1e-4 in 1/2 log E.
+  for got in (logme(f32, y), jax.jit(lambda a, b: logme(a, b, num_classes=10))(f32, y)):
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), want, rtol=0, atol=5e-4)
+  np.testing.assert_allclose(float(logme(f, y)), want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_targets_linear_in_the_features_raise_at_width_128(dtype):
+  """Exactly linear targets stay refused at a realistic width, in both dtypes: a regression
+  target ``F w`` and a class whose indicator is one of the feature columns."""
+  f, y = _separated_classes(0.5)
+  f = f.astype(dtype)
+  w = np.random.default_rng(1).standard_normal((128, 2))
+  with pytest.raises(ValueError, match="unbounded"):
+    logme(f, f.astype(np.float64) @ w, regression=True)
+  g = f.copy()
+  g[:, 7] = y == 3
+  with pytest.raises(ValueError, match="unbounded"):
+    logme(g, y)
+
+
 @pytest.mark.parametrize("preset", ["thuml", "tllib"])
 @pytest.mark.parametrize("name", _CLS)
 def test_presets_match_public_code(preset, name):
