@@ -24,6 +24,7 @@ import subprocess  # pylint: disable=wrong-import-position
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
+import pytest  # pylint: disable=wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference  # pylint: disable=wrong-import-position
@@ -168,6 +169,38 @@ def test_repro_seventeen_classes_n_c_below_d():
   np.testing.assert_allclose(expected, 112.36, atol=0.01)
   for name, got in _all_paths(f, y).items():
     assert_close(got, expected, name)
+
+
+def _repro_low_rank(scale):
+  """[600, 96] features of rank 14 (8 shared directions + 6 class means) times ``scale``."""
+  r = np.random.default_rng(0)
+  y = r.integers(0, 6, 600)
+  f = r.normal(size=(600, 8)) @ r.normal(size=(8, 96)) + r.normal(size=(6, 96))[y]
+  return (f * scale).astype(np.float32), y
+
+
+def test_repro_low_rank_features_rescued_in_float64():
+  """Features of lower rank than their width (a linear map of fewer dimensions), at a scale
+  where the float32 product's round-off eigenvalues (where the data have none) times
+  1 / (n eps) exceed 1: the float32 Cholesky of I + Z^T Z / (n eps) fails (NaN). Eager calls
+  then score the same float32 values in float64 and return that score in float32. Traced calls
+  (``jit``, ``transrate_loss``) and the eigenvalue paths (vector eps, streaming, sharding) are
+  not rescued; docs/numerics.md, "Rank deficiency in the data", says how far off they are."""
+  from transrate_jax._src import transrate_kernel  # pylint: disable=import-outside-toplevel
+  f, y = _repro_low_rank(3.0)
+  expected = reference.transrate(f.astype(np.float64), y)
+  raw = transrate_kernel.transrate_host_products(
+      f, y, np.float32(1e-4), config=transrate_kernel.resolve_config(None, None), num_classes=6)
+  assert np.isnan(float(raw))  # the case the rescue is for
+  paths = {"transrate": tj.transrate(f, y),
+           "transrate_many": tj.transrate_many([f], y, progress=False)[0],
+           "score_many": tj.score_many("transrate", [f, f[:, :90]], y, progress=False)[0]}
+  for name, got in paths.items():
+    assert np.asarray(got).dtype == np.float32, name
+    assert_close(got, expected, name)
+  with pytest.raises(ValueError, match="not finite"):  # float64 cannot rescue a float64 NaN
+    transrate_kernel.rescued_in_float64(jax.numpy.asarray(np.nan), f.astype(np.float64),
+                                        lambda g: np.nan)
 
 
 def test_repro_offset_1e6():

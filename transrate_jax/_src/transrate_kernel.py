@@ -820,6 +820,35 @@ def transrate_stack(stack, labels, index_blocks, class_ids, dims, eps, *, config
   return jax.vmap(one)(stack, dims)
 
 
+def rescued_in_float64(score, features, rescore):
+  """``score`` if finite; else ``rescore(features in float64)`` under x64, cast back.
+
+  Features that are numerically rank deficient at a large scale (``eps_32 * lambda_max / (m eps)
+  >~ 1`` with eigenvalues of ``Z^T Z`` below the round-off of the float32 product, e.g. a
+  linear map of fewer dimensions) make the float32 ``I + Z^T Z / (m eps)`` indefinite, and its
+  Cholesky returns NaN. An eager call then scores the same float32 values in float64 (products
+  and factorisations, ``jax.enable_x64``), which resolves them, and returns that score in the
+  input dtype; docs/numerics.md, "Rank deficiency in the data". Traced scores are returned as
+  they are (no values to check).
+
+  Raises:
+    ValueError: the score is not finite in float64 either.
+  """
+  if not validation.is_concrete(score):
+    return score
+  values = np.asarray(score)
+  if np.all(np.isfinite(values)):
+    return score
+  if values.dtype != np.float64:
+    with jax.enable_x64(True):
+      values = np.asarray(rescore(np.asarray(features, np.float64)))
+  if not np.all(np.isfinite(values)):
+    raise ValueError("TransRate is not finite on these features even in float64: a "
+                     "log-determinant's matrix is not positive definite; check the features "
+                     "for extreme values.")
+  return jnp.asarray(values.astype(np.asarray(score).dtype))
+
+
 def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=None):
   """Factory for the batched TransRate: validates once, plans the class blocks once per width."""
   config = resolve_config(weighting, preset)
@@ -841,6 +870,11 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
   raw_eps = eps
   checked = set()
 
+  def rescore(f64, dim):
+    from transrate_jax._src import transrate as public  # noqa: PLC0415 (imports this module)
+    return public.transrate(f64[:, :dim], host, eps=raw_eps, weighting=weighting, preset=preset,
+                            num_classes=num_classes)
+
   def check_dtype(dtype):
     # eps must be a normal number in the dtype the matrices are scored in (1e-50 is 0 in float32).
     if dtype not in checked:
@@ -855,12 +889,16 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
       dtype = numerics.float_dtype(f.dtype)
       check_dtype(dtype)
       if concrete and use_host_products(f, host, eps_vector, config):
-        return transrate_host_products(f, host, eps, config=config, num_classes=num_classes,
-                                       width=width)
-      index_blocks, class_ids = plan(width)
-      return transrate_jit(numerics.pad_columns(f, width, dtype), y, index_blocks, class_ids,
-                           dim, eps, config=config, num_classes=num_classes,
-                           eps_vector=eps_vector)
+        score = transrate_host_products(f, host, eps, config=config, num_classes=num_classes,
+                                        width=width)
+      else:
+        index_blocks, class_ids = plan(width)
+        score = transrate_jit(numerics.pad_columns(f, width, dtype), y, index_blocks, class_ids,
+                              dim, eps, config=config, num_classes=num_classes,
+                              eps_vector=eps_vector)
+      if not concrete:
+        return score
+      return rescued_in_float64(score, f, lambda f64: rescore(f64, int(dim)))
 
     def run(stack, dims):
       return np.stack([np.asarray(one(stack[i], stack.shape[-1], dims[i]))
@@ -870,8 +908,16 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
     def run(stack, dims):
       check_dtype(stack.dtype)
       index_blocks, class_ids = plan(stack.shape[-1])
-      return transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
-                              num_classes=num_classes, eps_vector=eps_vector)
+      scores = transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
+                               num_classes=num_classes, eps_vector=eps_vector)
+      if not (concrete and validation.is_concrete(scores)):
+        return scores
+      rows = np.asarray(scores).reshape(scores.shape[0], -1)
+      bad = np.flatnonzero(~np.all(np.isfinite(rows), axis=1))
+      for i in bad:  # only a non-finite entry goes back, alone, in float64
+        fixed = rescued_in_float64(scores[i], stack[i], lambda f64, i=i: rescore(f64, int(dims[i])))
+        scores = scores.at[i].set(fixed)
+      return scores
 
   # Row counts of the terms: n (the total) and every class's n_c.
   rows = [int(n)]
