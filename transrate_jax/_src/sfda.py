@@ -39,9 +39,15 @@ def _largest_eigenvalue(a, iterations=3):
   return scale * jnp.dot(jnp.matmul(x, a, precision=HIGHEST), yv, precision=HIGHEST)
 
 
-def _solve_spd(a, b):
-  """``a^{-1} b`` for symmetric ``a``: Cholesky, or an eigenvalue pseudo-inverse with a relative
-  cutoff when the Cholesky factorisation fails (numerically singular ``a``)."""
+def _solve_spd(a, b, ridge):
+  """``a^{-1} b`` for symmetric ``a = (1 - s) S_w + ridge I`` (``S_w`` PSD, ``ridge > 0``).
+
+  By Cholesky; when that fails (``a`` is numerically singular in its dtype: the ridge is below
+  the round-off of ``S_w``, as the shrinkage floor 1e-10 is in float32 for features of lower
+  rank than their width) by eigenvalues, where an eigenvalue within round-off of 0 (at most
+  ``d eps max|w|``) is a null direction of ``S_w`` and has exactly the eigenvalue ``ridge``
+  in ``a``, the value float64 resolves (it gave 1.0 where a pseudo-inverse gave 1/C).
+  """
   a = numerics.symmetrize(a)
 
   def by_cholesky(_):
@@ -51,7 +57,7 @@ def _solve_spd(a, b):
   def by_eigh(_):
     w, v = jnp.linalg.eigh(a)
     cutoff = jnp.max(jnp.abs(w)) * a.shape[-1] * jnp.finfo(a.dtype).eps
-    inv = jnp.where(w > cutoff, 1.0 / jnp.where(w > cutoff, w, 1.0), 0.0)
+    inv = 1.0 / jnp.where(w > cutoff, w, ridge)
     return jnp.matmul(v * inv, jnp.matmul(v.T, b, precision=HIGHEST), precision=HIGHEST)
 
   first = by_cholesky(None)
@@ -72,10 +78,11 @@ def _fisher_probs(x, onehot, counts, present, shrinkage, scale2=1.0):
   within = numerics.covariance(resid) / n  # sum_c (n_c / n) cov_c, biased class covariances
   if shrinkage is None:
     shrinkage = jnp.maximum(jnp.exp(-5.0 * scale2 * _largest_eigenvalue(within)), 1e-10)
-  shrunk = (1.0 - shrinkage) * within + shrinkage * (jnp.trace(within) / d) * jnp.eye(d, dtype=x.dtype)
+  ridge = shrinkage * (jnp.trace(within) / d)
+  shrunk = (1.0 - shrinkage) * within + ridge * jnp.eye(d, dtype=x.dtype)
   # The reference projects on all d generalised eigenvectors V of (S_b, S_w'), V^T S_w' V = I, so
   # its coefficients means V V^T are exactly means S_w'^{-1}.
-  coef = _solve_spd(shrunk, means.T).T  # [C, d]
+  coef = _solve_spd(shrunk, means.T, ridge).T  # [C, d]
   log_prior = jnp.where(present, jnp.log(safe / n), -jnp.inf)
   intercept = -0.5 * jnp.sum(means * coef, axis=1) + log_prior
   logits = jnp.matmul(x, coef.T, precision=HIGHEST) + intercept
