@@ -107,3 +107,26 @@ def test_errors():
       fn(f, y.astype(float))
     with pytest.raises(ValueError, match="num_classes"):
       jax.jit(lambda a, b: fn(a, b))(f, y)
+
+
+def test_float32_keeps_every_resolved_direction():
+  """The pseudo-inverse drops round-off only (100 ulps of the largest eigenvalue).
+
+  ``jnp.linalg.pinv``'s rule, ``10 K eps max``, dropped directions that float32 resolves: a
+  spectrum falling to 1.6e-5 of its largest (K = 256) lost 8.5% of the H-score, and a few
+  strong directions over a flat tail (K = 512, Ledoit-Wolf shrinkage 1.7e-3) 30% of the
+  regularized H-score, against the float64 oracle on the same float32 values.
+  """
+  r = np.random.default_rng(0)
+  y = r.integers(0, 10, 2000)
+  f = ((r.normal(size=(2000, 256)) + 0.3 * r.normal(size=(10, 256))[y])
+       * np.logspace(0, -2.2, 256)).astype(np.float32)
+  np.testing.assert_allclose(float(hscore(f, y)), reference_hscore.hscore(f.astype(np.float64), y),
+                             rtol=1e-4)
+  r = np.random.default_rng(0)
+  y = r.integers(0, 10, 3000)
+  scale = np.logspace(0, -1, 512)
+  scale[:4] *= 40
+  f = ((r.normal(size=(3000, 512)) + 0.3 * r.normal(size=(10, 512))[y]) * scale).astype(np.float32)
+  np.testing.assert_allclose(float(regularized_hscore(f, y)),
+                             reference_hscore.regularized_hscore(f.astype(np.float64), y), rtol=1e-4)
