@@ -345,11 +345,14 @@ def _logme_exact_kernel(features, targets, *, num_columns, classification, max_i
     # More samples than features: if a target column is a linear function of the features (to
     # round-off), E(t) -> 0 faster than the logdet grows as t -> 0 and the evidence is
     # unbounded. With t_min = eps * max(s) (a ridge at the round-off of the centred spectrum,
-    # which the mean row, handled exactly, does not limit), that is the case when
-    # the least-squares residual E(t_min) is within the round-off of E (K eps |y|^2), or when
-    # the evidence at t_min is at least the maximum found (it still rises at the resolvable
-    # boundary). A genuine residual, even of a few 1e-3 |y|^2 as well-separated classes in
-    # d = 2048 give, is resolved in float32: the evidence falls again towards t_min.
+    # which the mean row, handled exactly, does not limit), that is the case when the
+    # least-squares residual E(t_min) is within the round-off of E (K eps |y|^2), or when it is
+    # small (16 K eps |y|^2) and the evidence at t_min is at least the maximum found (it still
+    # rises at the resolvable boundary). A genuine residual, even of a few 1e-3 |y|^2 as
+    # well-separated classes in d = 2048 give, is resolved in float32: the evidence falls again
+    # towards t_min. (The evidence at t_min alone decides nothing: with eigenvalues below
+    # round-off, as dead units and a MobileNetV2 stem have, it can exceed a genuine interior
+    # maximum.)
     eps = jnp.finfo(dtype).eps
     num_eig = sp["s"].shape[0]
     t_min = jnp.full((num_columns,), jnp.maximum(eps * jnp.max(sp["s"]), jnp.finfo(dtype).tiny),
@@ -358,7 +361,9 @@ def _logme_exact_kernel(features, targets, *, num_columns, classification, max_i
     at_min = (-0.5 * logdet_min / n
               + 0.5 * jnp.log(nf / jnp.maximum(e_min, jnp.finfo(dtype).tiny)) + const)
     peak_at_min = (t <= t_min) | (at_min >= evidence - slack)
-    unbounded = unbounded | peak_at_min | (e_min <= num_eig * eps * sp["ynorm2"])
+    tiny = e_min <= num_eig * eps * sp["ynorm2"]
+    small = e_min <= 16 * num_eig * eps * sp["ynorm2"]
+    unbounded = unbounded | tiny | (small & peak_at_min)
   return _finish(evidence, sp["present"], done, it, alpha, beta, unbounded)
 
 
