@@ -107,20 +107,19 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
   y, num_classes = validation.check_labels(labels, np.shape(features)[0],
                                            num_classes=num_classes)
   eps, eps_vector = validation.check_eps(eps, dtype=dtype)
-  index_blocks, class_ids, score = None, None, None
-  if validation.is_concrete(labels):
-    if kernel.use_host_products(features, labels, eps_vector, config):
-      score = kernel.transrate_host_products(features, labels, eps, config=config,
-                                             num_classes=num_classes)
-    else:
+  index_blocks, class_ids = None, None
+  if validation.is_concrete(labels) and kernel.use_host_products(features, labels, eps_vector,
+                                                                 config):
+    score = kernel.transrate_host_products(features, labels, eps, config=config,
+                                           num_classes=num_classes)
+  else:
+    if validation.is_concrete(labels):
       index_blocks, class_ids = kernel.make_block_plan(np.asarray(labels), num_classes,
                                                        np.shape(features)[1])
-  if score is None:
     score = kernel.transrate_jit(numerics.as_float(features), y, index_blocks, class_ids,
                                  np.shape(features)[1], eps, config=config,
                                  num_classes=num_classes, eps_vector=eps_vector)
-  if not (validation.is_concrete(features) and validation.is_concrete(labels)):
-    return score
+  # A traced score (traced features or labels) is returned as it is.
   return kernel.rescued_in_float64(
       score, features, lambda f64: transrate(f64, np.asarray(labels), eps=eps_arg,
                                              weighting=weighting, preset=preset,

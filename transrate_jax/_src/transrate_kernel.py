@@ -837,16 +837,17 @@ def rescued_in_float64(score, features, rescore):
   if not validation.is_concrete(score):
     return score
   values = np.asarray(score)
+  dtype = values.dtype
   if np.all(np.isfinite(values)):
     return score
-  if values.dtype != np.float64:
+  if dtype != np.float64:
     with jax.enable_x64(True):
       values = np.asarray(rescore(np.asarray(features, np.float64)))
   if not np.all(np.isfinite(values)):
     raise ValueError("TransRate is not finite on these features even in float64: a "
                      "log-determinant's matrix is not positive definite; check the features "
                      "for extreme values.")
-  return jnp.asarray(values.astype(np.asarray(score).dtype))
+  return jnp.asarray(values.astype(dtype))
 
 
 def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=None):
@@ -896,8 +897,6 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
         score = transrate_jit(numerics.pad_columns(f, width, dtype), y, index_blocks, class_ids,
                               dim, eps, config=config, num_classes=num_classes,
                               eps_vector=eps_vector)
-      if not concrete:
-        return score
       return rescued_in_float64(score, f, lambda f64: rescore(f64, int(dim)))
 
     def run(stack, dims):
@@ -910,7 +909,7 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
       index_blocks, class_ids = plan(stack.shape[-1])
       scores = transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
                                num_classes=num_classes, eps_vector=eps_vector)
-      if not (concrete and validation.is_concrete(scores)):
+      if not validation.is_concrete(scores):  # traced features or labels
         return scores
       rows = np.asarray(scores).reshape(scores.shape[0], -1)
       bad = np.flatnonzero(~np.all(np.isfinite(rows), axis=1))
