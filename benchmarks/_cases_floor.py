@@ -21,6 +21,9 @@ Kinds (``args`` are NumPy arrays unless named otherwise):
   * ``histogram (keys, length)``: counts of the integer keys;
   * ``logsumexp (a,)``: along the rows;
   * ``eigh (a,)``: values and vectors of a symmetric matrix;
+  * ``eigh_project (a, b)``: the eigenvalues of ``a`` and ``V^T b`` (``b`` [m, r]): ``syevd``
+    and the projection, or the tridiagonal reduction with its reflectors applied to ``b`` alone
+    (``numerics.host_spectrum``: SciPy's LAPACK, the fewer flops when ``r << m``);
   * ``eigh_top (a, k)``: the ``k`` largest eigenpairs (SciPy ``syevr`` by index; XLA on CPU has no
     subset, so its full ``eigh`` is the XLA time);
   * ``cholesky (a,)``, ``trsm (l, b)`` (``l^{-1} b``, ``l`` lower triangular),
@@ -38,6 +41,7 @@ import scipy.linalg
 import scipy.special
 
 from bench_transrate import timed
+from transrate_jax._src import numerics
 
 HI = jax.lax.Precision.HIGHEST
 
@@ -50,6 +54,20 @@ def _xla_gram(a):
   if a.shape[0] >= a.shape[1]:
     return jnp.matmul(a.T, a, precision=HI)
   return jnp.matmul(a, a.T, precision=HI)
+
+
+def _evd_project(a, b):
+  w, v = scipy.linalg.eigh(a, driver="evd")
+  return w, v.T @ b
+
+
+def _tridiagonal_project(a, b):
+  return numerics.host_spectrum(np.asfortranarray(a), b)  # on a copy: it overwrites ``a``
+
+
+def _xla_eigh_project(a, b):
+  w, v = jnp.linalg.eigh(a)
+  return w, jnp.matmul(v.T, b, precision=HI)
 
 
 def _np_eigh_top(a, k):
@@ -73,6 +91,7 @@ KINDS = {
     "logsumexp": ([lambda a: scipy.special.logsumexp(a, axis=1)],
                   lambda a: jax.nn.logsumexp(a, axis=1), False),
     "eigh": ([np.linalg.eigh, lambda a: scipy.linalg.eigh(a, driver="evd")], jnp.linalg.eigh, True),
+    "eigh_project": ([_evd_project, _tridiagonal_project], _xla_eigh_project, True),
     "eigh_top": ([_np_eigh_top, lambda a, k: scipy.linalg.eigh(a, driver="evd")],
                  lambda a, k: jnp.linalg.eigh(a), True),
     "cholesky": ([np.linalg.cholesky, lambda a: scipy.linalg.cholesky(a, lower=True)],

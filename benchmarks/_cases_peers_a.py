@@ -80,17 +80,17 @@ def naive_regularized_hscore(features, labels):
 
 
 def _spectral_floor(z, labels):
-  """Z^T Z (or Z Z^T) of ``z``, its eigh, the class sums and their projection on the eigenvectors:
-  LogME's and H-score's pseudo-inverse both need the eigenvectors (the projections of the labels)."""
+  """Z^T Z (or Z Z^T) of ``z``, its eigenvalues, the class sums and their coordinates in its
+  eigenbasis: LogME's evidence and H-score's pseudo-inverse both need the eigenvectors only to
+  project the labels (``V^T Z^T Y`` [d, C], or ``U^T Y`` [n, C] on the Gram side)."""
   n, d = z.shape
   c = int(labels.max()) + 1
   s = z.T @ z if n >= d else z @ z.T
-  _, vecs = np.linalg.eigh(s)
-  stages = [("gram", [(z,)]), ("eigh", [(s,)])]
-  if n >= d:  # V^T (Z^T Y): [d, d] x [d, C]
-    return stages + [("class_sums", [(z, labels, c)]),
-                     ("matmul", [(vecs.T.copy(), (np.eye(c, dtype=z.dtype)[labels].T @ z).T.copy())])]
-  return stages + [("class_sums", [(vecs, labels, c)])]  # U^T Y
+  onehot = np.eye(c, dtype=z.dtype)[labels]
+  if n >= d:
+    return [("gram", [(z,)]), ("class_sums", [(z, labels, c)]),
+            ("eigh_project", [(s, (onehot.T @ z).T.copy())])]
+  return [("gram", [(z,)]), ("eigh_project", [(s, onehot)])]
 
 
 def _floor_logme(features, labels):
@@ -125,7 +125,7 @@ CASES = [
         "naive": naive_logme,
         "rtol": 1e-4,
         "floor": _floor_logme,
-        "floor_what": "F^T F, its eigh, V^T F^T Y",
+        "floor_what": "F^T F, its eigenvalues and V^T F^T Y",
     },
     {
         "metric": "H-score",
@@ -135,7 +135,7 @@ CASES = [
         "naive": naive_hscore,
         "rtol": 1e-3,
         "floor": _floor_hscore,
-        "floor_what": "Z^T Z, its eigh (the pseudo-inverse), V^T of the class sums",
+        "floor_what": "Z^T Z, its eigenvalues (the pseudo-inverse) and V^T of the class sums",
     },
     {
         "metric": "Regularized H-score",

@@ -69,27 +69,28 @@ def make_data(n, d, c, seed=0):
   return features, labels
 
 
+def _median_seconds(fn, repeats, budget_s=0.5, most=2000):
+  """Median seconds of ``fn()`` (``block_until_ready``) over ``repeats`` calls, or over as many
+  as fill ``budget_s`` when calls are short (sub-millisecond scores: one call is timer noise)."""
+  times, out = [], None
+  while len(times) < repeats or (sum(times) < budget_s and len(times) < most):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), out
+
+
 def time_case(case, features, labels, repeats, naive_repeats):
   t0 = time.perf_counter()
   first = jax.block_until_ready(case["ours"](features, labels))
   first_s = time.perf_counter() - t0
-  times_naive, naive_value = [], None
-  for _ in range(naive_repeats):
-    t0 = time.perf_counter()
-    naive_value = case["naive"](features, labels)
-    times_naive.append(time.perf_counter() - t0)
+  naive_s, naive_value = _median_seconds(lambda: case["naive"](features, labels), naive_repeats)
   ours = float(np.asarray(first))
   if case.get("rtol") is not None:
     ok = abs(ours - float(naive_value)) <= case["rtol"] * max(abs(float(naive_value)), 1e-12)
     assert ok, f"{case['metric']}: ours {ours} vs naive {float(naive_value)}"
   settle()  # the naive version's BLAS threads spin for a while after it returns
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(case["ours"](features, labels))
-    times.append(time.perf_counter() - t0)
-  ours_s = statistics.median(times)
-  naive_s = statistics.median(times_naive)
+  ours_s, _ = _median_seconds(lambda: case["ours"](features, labels), repeats)
   row = {"metric": case["metric"], "paper": case["paper"], "function": case["function"],
          "ours_s": ours_s, "ours_compile_s": max(first_s - ours_s, 0.0),
          "naive_numpy_s": naive_s, "speedup": naive_s / ours_s, "ours_value": ours,

@@ -212,3 +212,84 @@ def test_product_eigh_is_the_eigendecomposition_of_the_product(gram, dtype):
     np.testing.assert_allclose(v.T @ a @ v, np.diag(want[-top:]), atol=5 * tol * want[-1])
   jaxpr = str(jax.make_jaxpr(fn)(jnp.asarray(z)))
   assert ("pure_callback" in jaxpr) == (jax.default_backend() == "cpu"), jaxpr
+
+
+@pytest.mark.parametrize("gram", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_product_spectrum_projects_on_the_eigenvectors_of_the_product(gram, dtype):
+  """``numerics.product_spectrum`` (host syrk, sytrd, ormqr on ``b``, stevd on the CPU) against a
+  float64 NumPy eigendecomposition: eigenvalues, ``|v_i^T b|`` for the simple eigenvalues, and
+  for the null space of a rank-deficient product (where the eigenvectors are arbitrary) the
+  norm of ``b``'s part in it; eagerly, under jit and under vmap."""
+  if dtype == np.float64 and not jax.config.jax_enable_x64:
+    pytest.skip("float64 needs jax_enable_x64")
+  rng = np.random.default_rng(5)
+  tol = 2e-5 if dtype == np.float32 else 1e-11
+  fn = functools.partial(tj_numerics.product_spectrum, gram=gram)
+  # Full rank (24 x 24), then rank 24 in a 40 x 40 product (a null space of dimension 16).
+  for shape in ((40, 24), (24, 40)) if not gram else ((24, 40), (40, 24)):
+    z = (rng.standard_normal(shape) * np.linspace(0.5, 3.0, shape[1])).astype(dtype)
+    z64 = z.astype(np.float64)
+    a = z64 @ z64.T if gram else z64.T @ z64
+    b = rng.standard_normal((a.shape[0], 3)).astype(dtype)
+    want_w, vecs = np.linalg.eigh(a)
+    want_p = vecs.T @ b.astype(np.float64)
+    null = want_w <= 1e-9 * want_w[-1]
+    assert null.sum() == (16 if a.shape[0] == 40 else 0)
+    for w, p in (fn(jnp.asarray(z), jnp.asarray(b)), jax.jit(fn)(jnp.asarray(z), jnp.asarray(b)),
+                 [x[1] for x in jax.vmap(fn)(jnp.stack([z * 2, z]), jnp.stack([b, b]))]):
+      assert w.dtype == dtype and p.dtype == dtype and p.shape == b.shape
+      w, p = np.asarray(w, np.float64), np.asarray(p, np.float64)
+      np.testing.assert_allclose(w, want_w, rtol=0, atol=tol * want_w[-1])
+      np.testing.assert_allclose(np.abs(p[~null]), np.abs(want_p[~null]), rtol=0, atol=50 * tol)
+      np.testing.assert_allclose(np.sum(p[null] ** 2, axis=0), np.sum(want_p[null] ** 2, axis=0),
+                                 rtol=0, atol=50 * tol)
+  w, p = fn(jnp.ones((3, 1), dtype), jnp.full((3 if gram else 1, 2), 2.0, dtype))  # one row / column
+  np.testing.assert_allclose(np.asarray(w)[-1], 3.0, rtol=1e-6)
+  with pytest.raises(ValueError, match="rows"):
+    fn(jnp.asarray(z), jnp.ones((7, 2), dtype))
+  jaxpr = str(jax.make_jaxpr(fn)(jnp.asarray(z), jnp.asarray(b)))
+  assert ("pure_callback" in jaxpr) == (jax.default_backend() == "cpu"), jaxpr
+
+
+def test_product_spectrum_redoes_an_unresolved_float32_spectrum_in_float64(monkeypatch):
+  """A float32 eigensolver resolves eigenvalues to ~eps * max only; where the float32 product
+  holds smaller ones (features of graded scale, as a stem's channels are: each entry of the
+  product keeps its relative accuracy), the host redoes the spectrum in float64 from that same
+  product: the small eigenvalues and their coordinates come out as float64 gives them, which
+  float32 alone misses by orders of magnitude. A well-resolved spectrum (and exact zeros from
+  dead units) stays in float32."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("the host path runs on the CPU backend")
+  calls = []
+  real = tj_numerics.host_spectrum
+
+  def counting(a, b):
+    calls.append(a.dtype)
+    return real(a, b)
+
+  monkeypatch.setattr(tj_numerics, "host_spectrum", counting)
+  rng = np.random.default_rng(7)
+  y = rng.integers(0, 10, 1600)
+  # Class structure at channel scales 1 .. 1e-4 (a stem's): eigenvalues down to ~1e-8 of the top.
+  f = (rng.standard_normal((1600, 32)) + 0.5 * rng.standard_normal((10, 32))[y]) * np.logspace(0, -4, 32)
+  z = (f - f.mean(axis=0)).astype(np.float32)
+  b = rng.standard_normal((32, 2)).astype(np.float32)
+  a64 = z.astype(np.float64).T @ z.astype(np.float64)  # the float32 product, to float64 accuracy
+  want_w, vecs = np.linalg.eigh(a64)
+  want_p = vecs.T @ b.astype(np.float64)
+  assert want_w[0] < 1e-7 * want_w[-1]
+  w32, p32 = real(tj_numerics.host_product(z, gram=False, lower=True), b)  # float32 alone
+  assert np.max(np.abs(w32[:3] - want_w[:3]) / want_w[:3]) > 1e-3
+  assert np.max(np.abs(np.abs(p32) - np.abs(want_p))) > 1e-2
+  for w, p in (tj_numerics.product_spectrum(jnp.asarray(z), jnp.asarray(b)),
+               jax.jit(tj_numerics.product_spectrum)(jnp.asarray(z), jnp.asarray(b))):
+    assert w.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(w), want_w, rtol=1e-5)
+    np.testing.assert_allclose(np.abs(np.asarray(p)), np.abs(want_p), rtol=0, atol=1e-5)
+  assert calls == [np.float32, np.float64] * 2
+  calls.clear()
+  base = rng.standard_normal((2000, 16))
+  dead = np.c_[base, np.zeros(2000)].astype(np.float32)  # an exactly zero column: exactly 0
+  w, _ = tj_numerics.product_spectrum(jnp.asarray(dead), jnp.asarray(b[:17]))
+  assert float(w[0]) == 0.0 and calls == [np.float32]

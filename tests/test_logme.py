@@ -94,11 +94,17 @@ def test_float32_well_separated_classes_are_bounded(scale):
   np.testing.assert_allclose(float(logme(f, y)), want, rtol=1e-9)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", range(6))
 def test_float32_eigenvalues_below_roundoff_are_no_unbounded_evidence(seed):
   """Dead units and variances down to 1e-8 of the largest (as a MobileNetV2 stem has): the
   float32 evidence at t_min = eps max(s) can exceed the genuine interior maximum (its unresolved
-  eigenvalues are noise there), so that alone must not mean "unbounded" (it did, for a commit)."""
+  eigenvalues are noise there), so that alone must not mean "unbounded" (it did, for a commit).
+
+  The float32 product resolves these directions, a float32 eigensolver does not: ``syevd``
+  (and the tridiagonal route alone) left the float32 value 0.01% to 6.7% from float64 over these
+  seeds. ``numerics.product_spectrum`` redoes such a spectrum in float64 from the float32
+  product (an eigenvalue below ``RESOLVED_ULPS`` ulps of the largest), within 1e-6 here.
+  """
   r = np.random.default_rng(seed)
   y = r.integers(0, 10, 1600)
   scale = np.logspace(0, -4, 32)
@@ -106,8 +112,10 @@ def test_float32_eigenvalues_below_roundoff_are_no_unbounded_evidence(seed):
   f = ((r.normal(size=(1600, 32)) + 0.5 * r.normal(size=(10, 32))[y]) * scale).astype(np.float32)
   want = reference_logme.logme(f.astype(np.float64), y)
   got = logme(f, y)
-  # Unresolved directions cost float32 up to ~4e-3 here.
-  np.testing.assert_allclose(float(got), want, rtol=1e-2)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  jitted = jax.jit(lambda a, b: logme(a, b, num_classes=10))(f, y)
+  np.testing.assert_allclose(float(jitted), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

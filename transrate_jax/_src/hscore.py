@@ -45,18 +45,17 @@ def _spectrum(features, labels, num_classes):
   counts = jax.ops.segment_sum(jnp.ones((n,), z.dtype), labels, num_segments=num_classes)
   inv_sqrt = jnp.where(counts > 0, jax.lax.rsqrt(jnp.maximum(counts, 1.0)), 0.0)
   if n < d:
-    lam, u = numerics.product_eigh(z, gram=True)  # u: [n, n]
+    # B = Z^T E E^T Z with E = onehot / sqrt(n_c) ([n, C]): v_i = Z^T u_i / sqrt(l_i),
+    # q_i = l_i |u_i^T E|^2.
+    e = jax.nn.one_hot(labels, num_classes, dtype=z.dtype) * inv_sqrt[None, :]
+    lam, ue = numerics.product_spectrum(z, e, gram=True)  # U^T E: [n, C]
     lam = jnp.maximum(lam, 0.0)
-    # B = Z^T E E^T Z with E = onehot / sqrt(n_c): v_i = Z^T u_i / sqrt(l_i),
-    # q_i = l_i |E^T u_i|^2.
-    eu = jax.ops.segment_sum(u, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, n]
-    q = lam * jnp.sum(eu * eu, axis=0)
+    q = lam * jnp.sum(ue * ue, axis=1)
   else:
-    lam, v = numerics.product_eigh(z)  # v: [d, d]
-    lam = jnp.maximum(lam, 0.0)
     sums = jax.ops.segment_sum(z, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, d]
-    mv = jnp.matmul(sums, v, precision=numerics.HIGHEST)
-    q = jnp.sum(mv * mv, axis=0)
+    lam, vs = numerics.product_spectrum(z, sums.T)  # V^T (Z^T E): [d, C]
+    lam = jnp.maximum(lam, 0.0)
+    q = jnp.sum(vs * vs, axis=1)
   return lam, q, z
 
 
@@ -132,8 +131,8 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
   value: the features are centred with a shift and divided by a power of two near their largest
   magnitude before any product is formed. Constant features give the defined value 0.
 
-  Cost: one ``Z^T Z`` (or ``Z Z^T`` when n < d) and one ``eigh`` of the smaller side (on the CPU
-  both on the host, :func:`numerics.product_eigh`).
+  Cost: one ``Z^T Z`` (or ``Z Z^T`` when n < d) and the eigenvalues of the smaller side with the
+  class sums in its eigenbasis (on the CPU both on the host, :func:`numerics.product_spectrum`).
 
   Args:
     features: [n, d] float features.

@@ -92,7 +92,8 @@ def _logme_preset_kernel(features, targets, *, num_columns, classification, max_
 
   The presets reproduce public code, which works on the raw (uncentred, unscaled) ``F^T F``;
   so does this kernel, with XLA's ``eigh`` on every backend (the thuml truncation of a dead unit's
-  round-off eigenvalue reproduces the public number with it, not with :func:`numerics.product_eigh`).
+  round-off eigenvalue reproduces the public number with it, not with the host LAPACK of
+  :func:`numerics.product_spectrum`).
   """
   dtype = features.dtype
   n, d = features.shape
@@ -197,6 +198,8 @@ def _centred_spectrum(features, targets, *, num_columns, classification):
     present = counts > 0
     # a^T (y - ybar); for a = Z the column sums (0 up to round-off) are removed explicitly.
     zty = lambda a: seg(a).T - jnp.sum(a, axis=0)[:, None] * ybar[None, :]
+    y_centred = None if n >= d else (jax.nn.one_hot(targets, num_columns, dtype=dtype)
+                                     - ybar[None, :])
   else:
     ybar = jnp.mean(targets, axis=0)
     yc = numerics.center(targets)
@@ -204,21 +207,23 @@ def _centred_spectrum(features, targets, *, num_columns, classification):
     ynorm2 = jnp.sum(targets * targets, axis=0)
     present = jnp.ones((num_columns,), bool)
     zty = lambda a: numerics.matmul_tn(a, yc)
+    y_centred = yc
   out = dict(ybar=ybar, yc2=yc2, ynorm2=ynorm2, present=present, scale2=scale * scale,
              mu2=jnp.sum(mu * mu))
   if n >= d:
-    s, v = numerics.product_eigh(z)
+    s, vb = numerics.product_spectrum(z, jnp.concatenate([mu[:, None], zty(z)], axis=1))
     out["s"] = jnp.maximum(s, 0.0)
-    out["c"] = jnp.matmul(mu, v, precision=numerics.HIGHEST)
-    out["p"] = numerics.matmul_tn(v, zty(z))
+    out["c"] = vb[:, 0]  # V^T mu
+    out["p"] = vb[:, 1:]  # V^T Z^T y_c
   else:
-    s, u = numerics.product_eigh(z, gram=True)  # U: [N, N]
+    zmu = jnp.matmul(z, mu, precision=numerics.HIGHEST)  # [N]
+    s, ub = numerics.product_spectrum(z, jnp.concatenate([zmu[:, None], y_centred], axis=1),
+                                      gram=True)
     s = jnp.maximum(s, 0.0)
     keep = s > n * jnp.finfo(dtype).eps * jnp.max(s)
     s = jnp.where(keep, s, 0.0)
-    x = zty(u)  # U^T y_c: [N, T]
-    q = jnp.matmul(jnp.matmul(z, mu, precision=numerics.HIGHEST), u,
-                   precision=numerics.HIGHEST)  # U^T Z mu: [N]
+    x = ub[:, 1:]  # U^T y_c: [N, T]
+    q = ub[:, 0]  # U^T Z mu: [N]
     root = jnp.sqrt(jnp.where(keep, s, 1.0))
     c = jnp.where(keep, q / root, 0.0)
     cperp2 = jnp.maximum(out["mu2"] - jnp.sum(c * c), 0.0)
@@ -440,8 +445,9 @@ def logme(features, labels, *, regression: bool = False, num_classes: int | None
   evidence is unbounded (the public code returns inf/NaN or a stabiliser-dependent number).
 
   Cost: one ``Z^T Z`` (N >= D) or ``Z Z^T`` (N < D) matmul and one eigendecomposition of the
-  smaller side, shared by all columns (on the CPU both on the host, by BLAS ``syrk`` and LAPACK
-  ``syevd``: :func:`numerics.product_eigh`); each iteration is O(min(N, D) * T).
+  smaller side, shared by all columns, which needs the eigenvectors only to project the targets
+  and the mean (on the CPU both on the host, by BLAS ``syrk``, LAPACK's tridiagonal reduction and
+  divide and conquer: :func:`numerics.product_spectrum`); each iteration is O(min(N, D) * T).
 
   Numerics: the exact score is invariant to rescaling the features, ``logme(s F) = logme(F)``
   (the maximising ``alpha`` scales by ``s^2``), in float32 as well: the features are centred

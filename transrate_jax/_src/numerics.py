@@ -178,11 +178,12 @@ def psd_eigvalsh(a: jax.Array, rank=None) -> jax.Array:
   return jnp.where(keep, lam, 0.0)
 
 
-def host_product(a: np.ndarray, *, gram: bool) -> np.ndarray:
+def host_product(a: np.ndarray, *, gram: bool, lower: bool = False) -> np.ndarray:
   """``a a^T`` (``gram``) or ``a^T a`` of a C-contiguous [m, d] array, by BLAS ``syrk``: the upper
-  triangle (``i <= j``) holds the product; the strict lower one is left as BLAS writes it (zero)
-  and never read: the factorisation reads the upper triangle only (:func:`cholesky_logdiag`),
-  and every step before it (scaling, the identity, the centring fill, zero padding) keeps it.
+  triangle (``i <= j``; the lower one with ``lower``) holds the product; the other strict triangle
+  is left as BLAS writes it (zero) and never read: the factorisation reads that one triangle only
+  (:func:`cholesky_logdiag`), and every step before it (scaling, the identity, the centring fill,
+  zero padding) keeps it.
 
   It goes through SciPy's bundled OpenBLAS, the library jaxlib's CPU factorisations use, whose
   threads :mod:`lapack_threads` puts to sleep about 0.1 ms after each call, so they do not spin
@@ -195,7 +196,7 @@ def host_product(a: np.ndarray, *, gram: bool) -> np.ndarray:
     from scipy.linalg import blas as scipy_blas  # pylint: disable=import-outside-toplevel
     syrk = scipy_blas.ssyrk if a.dtype == np.float32 else scipy_blas.dsyrk
     # SciPy's BLAS is column-major: a row-major [m, d] array is the column-major [d, m] a^T.
-    return syrk(1.0, a.T, trans=1 if gram else 0)
+    return syrk(1.0, a.T, trans=1 if gram else 0, lower=int(lower))
   return a @ a.T if gram else a.T @ a
 
 
@@ -237,7 +238,8 @@ def product_eigh(z: jax.Array, *, gram: bool = False,
   eigendecomposition by LAPACK ``syevd`` on its upper triangle, or ``syevr`` for the ``top``
   pairs alone when ``top <= k / 4`` (XLA's CPU ``eigh`` has no subset). At [10000, 2048] float32
   the full decomposition is 0.31 + 0.68 s against XLA's 0.66 + 0.80 s
-  (``benchmarks/bench_metrics.py``, LogME's floor parts). Elsewhere, XLA: the product at
+  (``benchmarks/bench_metrics.py``, LogME's floor parts before :func:`product_spectrum`, which
+  scores needing only a few projections use instead). Elsewhere, XLA: the product at
   ``Precision.HIGHEST``, then ``jnp.linalg.eigh``. Eigenvectors are defined up to sign; callers
   use sign-invariant quantities or fix the signs.
   """
@@ -249,6 +251,91 @@ def product_eigh(z: jax.Array, *, gram: bool = False,
                              z, vmap_method="sequential")
   w, v = jnp.linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
   return w[..., k - kept:], v[..., k - kept:]
+
+
+def host_spectrum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Eigenvalues (ascending) of the symmetric ``a`` ([m, m], read from its lower triangle and
+  overwritten) and ``V^T b`` ([m, r]), by LAPACK on the host: the tridiagonal reduction
+  ``Q^T a Q = T`` (``sytrd``), ``Q^T b`` (``ormqr``: the reflectors of a lower ``sytrd`` are those
+  of a QR factorisation of the trailing ``m - 1`` rows), ``T = W diag(w) W^T`` (``stevd``, divide
+  and conquer), then ``W^T (Q^T b)``. The steps of ``syevd`` except that ``Q`` is applied to the
+  ``r`` columns of ``b`` instead of the ``m`` eigenvectors (``4 m^2 r`` flops, not ``4 m^3``).
+  NaN where LAPACK does not converge, as XLA's ``eigh`` returns.
+  """
+  from scipy.linalg import lapack  # pylint: disable=import-outside-toplevel  (after lapack_threads)
+  dtype = a.dtype
+  m, r = a.shape[0], b.shape[1]
+  if m == 1:
+    return a[0, :1].copy(), np.array(b, dtype)
+  sytrd, ormqr, stevd = ((lapack.ssytrd, lapack.sormqr, lapack.sstevd) if dtype == np.float32
+                         else (lapack.dsytrd, lapack.dormqr, lapack.dstevd))
+  c, diag, off, tau, info = sytrd(a, lower=1, overwrite_a=1)
+  y = np.array(b, dtype, order="F")
+  if r:
+    reflectors = c[1:, :m - 1]
+    lwork = int(ormqr("L", "T", reflectors, tau, y[1:], -1)[1][0])
+    y[1:], _, info_q = ormqr("L", "T", reflectors, tau, y[1:], max(lwork, r), overwrite_c=1)
+    info |= info_q
+  w, wvec, info_e = stevd(diag, off, compute_v=1)
+  if info or info_e:
+    return np.full((m,), np.nan, dtype), np.full((m, r), np.nan, dtype)
+  return w.astype(dtype), np.ascontiguousarray(wvec.T @ y, dtype)
+
+
+# A float32 eigensolver resolves eigenvalues to about eps * max: those below this many ulps of the
+# largest (not exactly 0, which dead units give exactly) are redone in float64.
+RESOLVED_ULPS = 512
+
+
+def _product_spectrum_host(z: np.ndarray, b: np.ndarray, *, gram: bool):
+  """Host half of :func:`product_spectrum`: ``syrk`` (the lower triangle), then
+  :func:`host_spectrum`; in float64 from the same float32 product when float32 does not resolve
+  the spectrum (an eigenvalue in ``(-inf, RESOLVED_ULPS eps max)`` other than exactly 0, or no
+  convergence)."""
+  a = host_product(np.ascontiguousarray(z), gram=gram, lower=True)
+  if a.dtype != np.float32:
+    return host_spectrum(a, b)
+  kept = a.copy(order="F")  # host_spectrum overwrites a
+  w, p = host_spectrum(a, b)
+  limit = RESOLVED_ULPS * np.finfo(np.float32).eps * np.max(np.abs(w))
+  if np.all(np.isfinite(w)) and not np.any((w != 0) & (w < limit)):
+    return w, p
+  w, p = host_spectrum(kept.astype(np.float64, order="F"), np.asarray(b, np.float64))
+  return w.astype(np.float32), p.astype(np.float32)
+
+
+def product_spectrum(z: jax.Array, b: jax.Array, *,
+                     gram: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Eigenvalues of ``A = z^T z`` (or, with ``gram``, ``z z^T``) and ``b`` in its eigenbasis.
+
+  ``z``: [m, d]; ``b``: [k, r] (``k = d``, or ``m`` with ``gram``). Returns ``(w, p)``: ``w`` [k]
+  ascending, ``p = V^T b`` [k, r] with ``A = V diag(w) V^T``: what :func:`product_eigh` followed
+  by ``v.T @ b`` gives (rows of ``p`` defined up to sign, and mixed within a cluster of equal
+  eigenvalues, as the eigenvectors are), for scores that need the eigenvectors only to project a
+  few vectors (LogME's evidence, H-score).
+
+  On the CPU backend, for float32/float64, on the host through ``jax.pure_callback`` (``jit``
+  and ``vmap`` work, ``grad`` does not): ``syrk``, then LAPACK's tridiagonal reduction, its
+  reflectors applied to ``b`` alone, and divide and conquer on the tridiagonal matrix
+  (:func:`host_spectrum`): at [10000, 2048] float32 with ``r = 101`` about 0.25 s
+  less than ``syevd`` and the projection. For float32 a spectrum that float32 does not resolve
+  (an eigenvalue, other than an exact 0, below :data:`RESOLVED_ULPS` ulps of the largest) is
+  redone in float64 from the same float32 product: the product of features of graded scale (a
+  stem's channels) keeps its small eigenvalues, a float32 eigensolver loses them (LogME on
+  MobileNetV2's stem: 2e-2 from float64 in float32 alone, 3e-5 with the redo). Elsewhere XLA's
+  product at ``Precision.HIGHEST``, ``jnp.linalg.eigh`` and the projection.
+  """
+  k = z.shape[-2] if gram else z.shape[-1]
+  if b.shape[-2] != k:
+    raise ValueError(f"b has {b.shape[-2]} rows; the product is {k} x {k}")
+  if (jax.default_backend() == "cpu" and z.dtype in (jnp.float32, jnp.float64) and z.ndim == 2
+      and b.ndim == 2):
+    b = b.astype(z.dtype)
+    shapes = (jax.ShapeDtypeStruct((k,), z.dtype), jax.ShapeDtypeStruct(b.shape, z.dtype))
+    return jax.pure_callback(functools.partial(_product_spectrum_host, gram=gram), shapes, z, b,
+                             vmap_method="sequential")
+  w, v = jnp.linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
+  return w, matmul_tn(v, b.astype(z.dtype))
 
 
 def bucket(size: int, *, minimum: int = 1, steps: int = 1) -> int:
