@@ -198,8 +198,6 @@ def _centred_spectrum(features, targets, *, num_columns, classification):
     present = counts > 0
     # a^T (y - ybar); for a = Z the column sums (0 up to round-off) are removed explicitly.
     zty = lambda a: seg(a).T - jnp.sum(a, axis=0)[:, None] * ybar[None, :]
-    y_centred = None if n >= d else (jax.nn.one_hot(targets, num_columns, dtype=dtype)
-                                     - ybar[None, :])
   else:
     ybar = jnp.mean(targets, axis=0)
     yc = numerics.center(targets)
@@ -207,7 +205,6 @@ def _centred_spectrum(features, targets, *, num_columns, classification):
     ynorm2 = jnp.sum(targets * targets, axis=0)
     present = jnp.ones((num_columns,), bool)
     zty = lambda a: numerics.matmul_tn(a, yc)
-    y_centred = yc
   out = dict(ybar=ybar, yc2=yc2, ynorm2=ynorm2, present=present, scale2=scale * scale,
              mu2=jnp.sum(mu * mu))
   if n >= d:
@@ -217,6 +214,8 @@ def _centred_spectrum(features, targets, *, num_columns, classification):
     out["p"] = vb[:, 1:]  # V^T Z^T y_c
   else:
     zmu = jnp.matmul(z, mu, precision=numerics.HIGHEST)  # [N]
+    y_centred = (jax.nn.one_hot(targets, num_columns, dtype=dtype) - ybar[None, :]
+                 if classification else yc)  # [N, T]
     s, ub = numerics.product_spectrum(z, jnp.concatenate([zmu[:, None], y_centred], axis=1),
                                       gram=True)
     s = jnp.maximum(s, 0.0)

@@ -223,6 +223,13 @@ def _product_eigh_host(z: np.ndarray, *, gram: bool, top):
   return w.astype(z.dtype), np.ascontiguousarray(v).astype(z.dtype)
 
 
+def _eigen_on_host(*arrays) -> bool:
+  """Whether :func:`product_eigh` / :func:`product_spectrum` run on the host: the CPU backend,
+  a float32/float64 ``z`` (the first array) and unbatched (2-D) arrays."""
+  return (jax.default_backend() == "cpu" and arrays[0].dtype in (jnp.float32, jnp.float64)
+          and all(a.ndim == 2 for a in arrays))
+
+
 def product_eigh(z: jax.Array, *, gram: bool = False,
                  top: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Eigenvalues (ascending) and eigenvectors of ``z^T z`` ([d, d]) or, with ``gram``, ``z z^T``.
@@ -245,7 +252,7 @@ def product_eigh(z: jax.Array, *, gram: bool = False,
   """
   k = z.shape[-2] if gram else z.shape[-1]
   kept = k if top is None else int(top)
-  if jax.default_backend() == "cpu" and z.dtype in (jnp.float32, jnp.float64) and z.ndim == 2:
+  if _eigen_on_host(z):
     shapes = (jax.ShapeDtypeStruct((kept,), z.dtype), jax.ShapeDtypeStruct((k, kept), z.dtype))
     return jax.pure_callback(functools.partial(_product_eigh_host, gram=gram, top=top), shapes,
                              z, vmap_method="sequential")
@@ -328,8 +335,7 @@ def product_spectrum(z: jax.Array, b: jax.Array, *,
   k = z.shape[-2] if gram else z.shape[-1]
   if b.shape[-2] != k:
     raise ValueError(f"b has {b.shape[-2]} rows; the product is {k} x {k}")
-  if (jax.default_backend() == "cpu" and z.dtype in (jnp.float32, jnp.float64) and z.ndim == 2
-      and b.ndim == 2):
+  if _eigen_on_host(z, b):
     b = b.astype(z.dtype)
     shapes = (jax.ShapeDtypeStruct((k,), z.dtype), jax.ShapeDtypeStruct(b.shape, z.dtype))
     return jax.pure_callback(functools.partial(_product_spectrum_host, gram=gram), shapes, z, b,
