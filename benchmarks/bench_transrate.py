@@ -125,13 +125,15 @@ def settle(seconds=0.2):
   time.sleep(seconds)
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, *, budget_s=0.0, most=2000):
+  """Median seconds of ``fn()`` (``block_until_ready``) and its last output, over ``repeats``
+  calls, or over as many as fill ``budget_s`` (at most ``most``) when calls are short: one
+  sub-millisecond call is timer noise."""
   settle()
-  times = []
-  for _ in range(repeats):
+  times, out = [], None
+  while len(times) < repeats or (sum(times) < budget_s and len(times) < most):
     t0 = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(out)
+    out = jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
   return statistics.median(times), out
 

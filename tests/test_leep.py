@@ -42,6 +42,49 @@ def test_leep_jit_vmap_and_zero_source_class():
   np.testing.assert_allclose(leep_lib.leep(theta, perm[y]), got[0], rtol=1e-12)
 
 
+def test_leep_blocked_rows_match_oracle_in_both_spaces():
+  """Large enough for the row blocks of ``_per_row`` (several full blocks and a remainder):
+  the linear-space and log-space sums, jitted, vmapped and differentiated, agree with the
+  float64 oracle and with the unblocked formula."""
+  theta, y = cases.make_probs(7, 2000, 300, 6)
+  rows = leep_lib._ROW_BLOCK_ENTRIES // 300
+  assert 2000 // rows >= 2 and 2000 % rows  # full blocks and a remainder
+  want = reference_leep.leep(theta, y)
+  tol = 1e-12 if jax.config.jax_enable_x64 else 2e-5
+  np.testing.assert_allclose(leep_lib.leep(theta, y), want, rtol=tol)
+  t = jnp.asarray(theta)
+  log_space = jax.jit(lambda a: leep_lib._leep_from_log(jnp.log(a), a, jnp.asarray(y), 6))(t)
+  np.testing.assert_allclose(log_space, want, rtol=tol)
+  got = jax.vmap(lambda a: leep_lib.leep(a, y, num_classes=6))(jnp.stack([t, t]))
+  np.testing.assert_allclose(got, [want, want], rtol=tol)
+
+  def unblocked(a):
+    joint = jnp.zeros((6, a.shape[1]), a.dtype).at[y].add(a)
+    cond = joint / joint.sum(axis=0)
+    return jnp.mean(jnp.log(jnp.sum(a * cond[y], axis=1)))
+
+  np.testing.assert_allclose(jax.grad(lambda a: leep_lib.leep(a, y, num_classes=6))(t),
+                             jax.grad(unblocked)(t), rtol=1e-4, atol=1e-9)
+
+
+def test_leep_eager_falls_back_to_log_space(monkeypatch):
+  """When the linear-space sums are flagged inaccurate (a probability sum near underflow), the
+  eager call returns the log-space LEEP (jitted calls choose inside the program: lax.cond)."""
+  theta, y = cases.make_probs(*cases.PROB_CASES["probs"])
+  kernel = leep_lib._leep_kernel
+  calls = []
+
+  def flagged(*args, **kwargs):
+    score, _, stats = kernel(*args, **kwargs)
+    calls.append(kwargs["choose"])
+    return score * 0 + 123.0, jnp.asarray(False), stats
+
+  monkeypatch.setattr(leep_lib, "_leep_kernel", flagged)
+  tol = 1e-12 if jax.config.jax_enable_x64 else 2e-5
+  np.testing.assert_allclose(leep_lib.leep(theta, y), reference_leep.leep(theta, y), rtol=tol)
+  assert calls == [False]
+
+
 def test_leep_rejects_bad_probabilities():
   theta, y = cases.make_probs(*cases.PROB_CASES["probs"])
   with pytest.raises(ValueError, match="sum to 1"):
@@ -53,6 +96,14 @@ def test_leep_rejects_bad_probabilities():
   bad[0, 0] = np.nan
   with pytest.raises(ValueError, match="NaN"):
     leep_lib.leep(bad, y)
+  for value in (np.inf, -np.inf):  # caught by the one pass of min and row sums
+    bad[0, 0] = value
+    with pytest.raises(ValueError, match="NaN or inf"):
+      leep_lib.leep(jnp.asarray(bad), y)
+  off = theta.copy()
+  off[7] *= 1.01  # the row farthest from 1 is named
+  with pytest.raises(ValueError, match="row 7 sums to 1.01"):
+    leep_lib.leep(off, y)
   with pytest.raises(ValueError, match="entries"):
     leep_lib.leep(theta, y[:-1])
   with pytest.raises(ValueError, match="num_classes"):
@@ -72,6 +123,12 @@ def test_nce_matches_tllib_and_oracle(name):
 def test_nce_errors_and_perfect_prediction():
   y = np.array([0, 1, 2, 1, 0])
   np.testing.assert_allclose(leep_lib.nce(y + 3, y), 0.0, atol=1e-15)  # Y a function of Z
+  # NCE <= 0 exactly, for any n (the host path's count sums cancel to 0 up to round-off).
+  rng = np.random.default_rng(0)
+  for n in (20, 999, 10007):
+    z = rng.integers(0, 37, n)
+    assert float(leep_lib.nce(z, (z * 5) % 11)) <= 0.0  # y a function of z: NCE = 0
+    assert float(leep_lib.nce(z % 4, z % 3 + rng.integers(0, 2, n))) < 0.0
   with pytest.raises(ValueError, match="source_labels must be >= 0"):
     leep_lib.nce(-y, y)
   with pytest.raises(ValueError, match="integer"):

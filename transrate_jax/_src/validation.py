@@ -49,8 +49,12 @@ def check_real_dtype(dtype, name: str) -> None:
     raise ValueError(f"{name} must be numeric; got dtype {dtype}.")
 
 
-def check_matrix(features, *, name: str = "features", min_samples: int = 2) -> np.dtype:
+def check_matrix(features, *, name: str = "features", min_samples: int = 2,
+                 finite: bool = True) -> np.dtype:
   """Validates a ``[n, d]`` feature matrix without copying it; returns its dtype.
+
+  ``finite=False`` leaves out the NaN/inf pass over the values, for a caller whose own pass
+  over them catches NaN and inf.
 
   Raises:
     ValueError: not 2-D, fewer than ``min_samples`` rows, no columns, NaN or inf, a complex
@@ -65,7 +69,7 @@ def check_matrix(features, *, name: str = "features", min_samples: int = 2) -> n
     raise ValueError(f"{name} needs at least {min_samples} samples (rows); got {shape[0]}.")
   if shape[1] < 1:
     raise ValueError(f"{name} needs at least one feature column; got shape {tuple(shape)}.")
-  if is_concrete(features):
+  if finite and is_concrete(features):
     if not isinstance(features, (np.ndarray, jax.Array)):
       features = np.asarray(features)
     if not all_finite(features):
@@ -73,13 +77,14 @@ def check_matrix(features, *, name: str = "features", min_samples: int = 2) -> n
   return dtype
 
 
-def check_features(features, *, name: str = "features", min_samples: int = 2) -> jax.Array:
+def check_features(features, *, name: str = "features", min_samples: int = 2,
+                   finite: bool = True) -> jax.Array:
   """Validates a ``[n, d]`` feature matrix (:func:`check_matrix`); returns it as a float JAX array.
 
   Raises:
     ValueError: as :func:`check_matrix`.
   """
-  check_matrix(features, name=name, min_samples=min_samples)
+  check_matrix(features, name=name, min_samples=min_samples, finite=finite)
   return numerics.as_float(features)
 
 
