@@ -259,6 +259,64 @@ def test_eps_vector_paths_use_the_rank_bound():
       assert_close(g, e, f"eps vector {name}")
 
 
+def _dead_units(seed=0, n=240, d=32, c=4, dead=12):
+  """ReLU features in which ``dead`` of ``d`` units are exactly 0 on every sample (float32).
+
+  The live units are active on (almost) every sample, so no unit is dead within one class only:
+  that makes a class's ``Z_c^T Z_c`` singular in directions that are not zero rows, where float32
+  Cholesky has a relative error of about 4e-4 too (NumPy's float32 Cholesky the same).
+  """
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, c, n)
+  pre = rng.normal(size=(n, d)) + 0.7 * rng.normal(size=(c, d))[y] + 4.0
+  pre[:, rng.permutation(d)[:dead]] -= 100.0  # never active
+  return np.maximum(pre, 0.0).astype(np.float32), y
+
+
+def test_dead_units_keep_float32_accuracy_on_every_eigenvalue_path():
+  """Exactly-zero feature columns (dead ReLU units) on the paths that take eigenvalues.
+
+  The official preset's total rate (its rank rule needs the eigenvalues), a vector ``eps`` and the
+  streaming statistics all take ``log(1 + a lambda)`` from float32 eigenvalues; the eigensolver
+  returned the exact zeros of the dead units as ``~ulp(lambda_max)`` round-off: relative errors of
+  up to 3.5e-4 (streaming) and 5e-5 (vector ``eps``) here, against 5e-7 on the scalar Cholesky
+  path. ``numerics.psd_eigvalsh`` now decouples zero rows (all paths within 7e-6); the bound is
+  2e-5.
+  """
+  f, y = _dead_units()
+  assert np.sum(np.all(f == 0.0, axis=0)) == 12
+  eps = np.array([1e-4, 1e-3])
+  for preset in (None, "official"):
+    expected = [reference.transrate(f.astype(np.float64), y, eps=e, preset=preset) for e in eps]
+    got = {
+        "transrate": [tj.transrate(f, y, eps=e, preset=preset) for e in eps],
+        "jit": [jax.jit(functools.partial(tj.transrate, eps=e, preset=preset, num_classes=4))(f, y)
+                for e in eps],
+        "eps vector": tj.transrate(f, y, eps=eps, preset=preset),
+        "jit eps vector": jax.jit(functools.partial(tj.transrate, eps=eps, preset=preset,
+                                                    num_classes=4))(f, y),
+        "from_batches": tj.transrate_from_batches([(f[:120], y[:120]), (f[120:], y[120:])],
+                                                  eps=eps, preset=preset, progress=False),
+    }
+    for name, values in got.items():
+      for g, e in zip(np.asarray(values, np.float64), expected):
+        assert abs(g - e) <= 2e-5 * abs(e), f"{preset} {name}: {g} vs {e} (rel {(g - e) / e:.1e})"
+
+
+def test_psd_eigvalsh_returns_exact_zeros_for_zero_rows():
+  """Zero rows and columns give eigenvalues exactly 0; the others those of the nonzero block."""
+  from transrate_jax._src import numerics  # pylint: disable=import-outside-toplevel
+  f, _ = _dead_units(seed=1)
+  m = f.T @ f  # [32, 32], 12 zero rows and columns
+  live = np.any(m != 0, axis=0)
+  expected = np.linalg.eigvalsh(m[np.ix_(live, live)].astype(np.float64))
+  stacked = np.stack([m, 2.0 * m])
+  for lam in (jax.jit(numerics.psd_eigvalsh)(m), jax.vmap(numerics.psd_eigvalsh)(stacked)[0]):
+    lam = np.asarray(lam)
+    assert np.all(lam[:12] == 0.0)
+    np.testing.assert_allclose(lam[12:], expected, rtol=1e-5, atol=1e-6 * expected.max())
+
+
 # ---------------------------------------------------------------------------------------------
 # transrate_sharded on 8 forced CPU devices, in a subprocess running this file.
 
