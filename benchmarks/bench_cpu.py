@@ -41,7 +41,7 @@ def median(fn):
 matmul_s = median(lambda: gram(z, z).block_until_ready())
 time.sleep(0.2)
 round_s = median(lambda: chol(gram(z, z).block_until_ready()).block_until_ready())
-print(json.dumps({"policy": lapack_threads.APPLIED, "matmul_s": matmul_s, "round_s": round_s}))
+print(json.dumps({"policy": lapack_threads.applied(), "matmul_s": matmul_s, "round_s": round_s}))
 """
 
 

@@ -26,9 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-# transrate_jax first: it loads SciPy's OpenBLAS with its thread policy (_src/lapack_threads.py);
-# the cases import SciPy and scikit-learn, after which only the one-thread fallback is possible.
+# SciPy's OpenBLAS policy first (_src/lapack_threads.py; a library call would apply it too): the
+# cases import SciPy and scikit-learn, after which only the one-thread fallback is possible.
 import transrate_jax as tj  # noqa: E402  pylint: disable=wrong-import-position
+from transrate_jax._src import lapack_threads  # noqa: E402
+lapack_threads.applied()
 import _cases_floor  # noqa: E402
 import _cases_peers_a  # noqa: E402
 import _cases_peers_b  # noqa: E402
@@ -38,8 +40,6 @@ import _cases_etran  # noqa: E402
 from bench_transrate import exact_floor  # noqa: E402
 from bench_transrate import naive_numpy as naive_transrate  # noqa: E402
 from bench_transrate import settle, timed  # noqa: E402
-
-from transrate_jax._src import lapack_threads  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "bench_metrics.json"
 
@@ -127,7 +127,7 @@ def main():
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; "
         f"(n, d, C) = ({args.n}, {args.d}, {args.c}) float32; SciPy's LAPACK: "
-        f"{lapack_threads.APPLIED}", flush=True)
+        f"{lapack_threads.applied()}", flush=True)
   features, labels = make_data(args.n, args.d, args.c)
   cases = ([TRANSRATE_CASE] + _cases_peers_a.CASES + _cases_peers_b.CASES + _cases_knn.CASES
            + _cases_ncti.CASES + _cases_etran.CASES)
@@ -160,7 +160,7 @@ def main():
   out = pathlib.Path(args.out)
   out.parent.mkdir(exist_ok=True)
   out.write_text(json.dumps({"device": f"{device.device_kind} ({device.platform})",
-                             "jax": jax.__version__, "scipy_lapack": lapack_threads.APPLIED,
+                             "jax": jax.__version__, "scipy_lapack": lapack_threads.applied(),
                              "n": args.n, "d": args.d, "C": args.c,
                              "dtype": "float32", "rows": rows}, indent=2))
   print(f"wrote {out}")

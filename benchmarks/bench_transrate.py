@@ -191,11 +191,11 @@ def main():
   args = parser.parse_args()
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, "
-        f"{platform.processor() or platform.machine()}; SciPy's LAPACK: {lapack_threads.APPLIED}")
+        f"{platform.processor() or platform.machine()}; SciPy's LAPACK: {lapack_threads.applied()}")
   rows = [bench_shape(n, d, c, args.repeats) for n, d, c in
           (QUICK_SHAPES if args.quick else SHAPES)]
   result = {"device": f"{device.device_kind} ({device.platform})", "jax": jax.__version__,
-            "scipy_lapack": lapack_threads.APPLIED,
+            "scipy_lapack": lapack_threads.applied(),
             "eps": EPS, "shapes": rows}
   if args.regression:
     from _cases_regression import run as run_regression  # noqa: PLC0415

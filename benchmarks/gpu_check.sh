@@ -4,8 +4,9 @@
 #
 #   bash benchmarks/gpu_check.sh            # results under $OUT (or benchmarks/results/gpu/)
 #
-# Budget: under 5 minutes on one H200 (each step has its own timeout, so a hang cannot eat the
-# lease). On the CPU it runs too, slowly; it is not part of CI.
+# Budget: under 8 minutes on one H100 or H200 (each step has its own timeout, so a hang cannot eat
+# the lease). On the CPU it runs too, slowly; it is not part of CI (which runs the same suites on
+# the CPU with TRANSRATE_JAX_BRANCHES=accelerator, tests/test_accelerator_branches.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results/gpu}"
@@ -32,8 +33,13 @@ PY
 
 # On an accelerator, score_many runs its vmapped chunk path (one program per chunk) and the sharded
 # score runs over every local device: these tests exercise both.
-step tests 150 python -m pytest -q -x -p no:cacheprovider tests/test_sweep.py tests/test_sharding.py \
-  tests/test_metric_contract.py tests/test_selection.py
+step tests 200 python -m pytest -q -p no:cacheprovider tests/test_sweep.py tests/test_sharding.py \
+  tests/test_metric_contract.py tests/test_selection.py tests/test_float32.py \
+  tests/test_regularizer.py tests/test_transrate_reference.py tests/test_differentiability.py \
+  tests/test_precision_audit.py
+# The stress worker (every entry point, repeated, each call under a watchdog), two processes.
+step stress 150 bash -c 'python tests/_stress_worker.py loss 200 > "$0/stress_loss.jsonl" & p=$!;
+  python tests/_stress_worker.py many 3 > "$0/stress_many.jsonl"; rc=$?; wait $p && exit $rc' "$out"
 step bench_transrate 60 python benchmarks/bench_transrate.py --repeats 5
 step bench_sweep_gpu 60 python benchmarks/bench_sweep.py --gpu-config --skip-naive --repeats 3
 step bench_metrics 45 python benchmarks/bench_metrics.py --repeats 3 --only \

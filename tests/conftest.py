@@ -40,3 +40,9 @@ def _release_compiled_programs():
   if _mappings() > _MAX_MAPPINGS:
     jax.clear_caches()
     gc.collect()
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  """Tests marked ``early`` (long subprocess runs) go first: under ``-n`` one worker runs them
+  while the others take the rest, instead of the suite waiting on them at its end."""
+  items.sort(key=lambda item: item.get_closest_marker("early") is None)

@@ -1,6 +1,7 @@
-"""The import-time policy for SciPy's OpenBLAS (see transrate_jax/_src/lapack_threads.py).
+"""The first-call policy for SciPy's OpenBLAS (see transrate_jax/_src/lapack_threads.py).
 
-Each case runs in a fresh interpreter: the policy depends on what was imported before.
+Each case runs in a fresh interpreter: the policy depends on what was imported before. Importing
+``transrate_jax`` changes nothing; the first library call on the CPU applies the policy.
 """
 
 import json
@@ -11,13 +12,20 @@ import sys
 _PROBE = """
 import json, os, sys
 {before}
-import transrate_jax as tj
 from threadpoolctl import threadpool_info
-import scipy
-root = os.path.dirname(os.path.abspath(scipy.__file__))
-libs = [(i["filepath"].startswith(root), i["num_threads"]) for i in threadpool_info()
-        if i["user_api"] == "blas"]
-print(json.dumps({{"applied": tj._lapack_threads.APPLIED, "libs": libs,
+def blas():
+  import scipy
+  root = os.path.dirname(os.path.abspath(scipy.__file__))
+  return [(i["filepath"].startswith(root), i["num_threads"]) for i in threadpool_info()
+          if i["user_api"] == "blas"]
+libs_before = blas()
+import transrate_jax as tj
+import numpy as np
+at_import = {{"applied": tj._lapack_threads.current(), "libs": blas(),
+              "cython_lapack": "scipy.linalg.cython_lapack" in sys.modules}}
+tj.transrate(np.arange(40.0).reshape(20, 2) % 7, np.arange(20) % 2)
+print(json.dumps({{"applied": tj._lapack_threads.current(), "libs": blas(),
+                  "before": libs_before, "at_import": at_import,
                   "timeout_env": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}}))
 """
 
@@ -31,7 +39,16 @@ def _probe(before="", env=None):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_fresh_import_loads_scipy_blas_without_spinning_and_restores_env():
+def test_import_changes_nothing():
+  for before in ("import jax.numpy", "import numpy, scipy.linalg"):
+    info = _probe(before)
+    assert info["at_import"]["applied"] is None
+    assert sorted(info["at_import"]["libs"]) == sorted(info["before"])  # nothing loaded or set
+    if before == "import jax.numpy":
+      assert not info["at_import"]["cython_lapack"]
+
+
+def test_first_call_loads_scipy_blas_without_spinning_and_restores_env():
   info = _probe("import jax.numpy")
   assert info["applied"] == "thread_timeout"
   assert info["timeout_env"] is None  # the process environment is left as it was

@@ -6,14 +6,16 @@ on CPU, GPU or TPU. Flax capture lives in ``transrate_jax.capture`` and the embe
 ``transrate_jax.zoo`` (imported on demand, so ``import transrate_jax`` does not import Flax).
 """
 
-# Before any factorisation: SciPy's bundled OpenBLAS, which jaxlib calls on the CPU, stops spinning
-# against XLA's threads (see _src/lapack_threads.py; TRANSRATE_JAX_LAPACK_THREADS=keep opts out).
+# Importing changes nothing in the process; the first call on the CPU sets SciPy's bundled OpenBLAS
+# (which jaxlib's factorisations call) not to spin against XLA's threads (_src/lapack_threads.py;
+# TRANSRATE_JAX_LAPACK_THREADS=keep opts out).
 from transrate_jax._src import lapack_threads as _lapack_threads
 
 # The on-disk cache and JAX's persistent compilation cache (a one-line opt-in).
 from transrate_jax._src.cache import enable_compilation_cache
 
 # The metric registry: one description per metric (each metric module registers itself).
+from transrate_jax._src.registry import BatchedRunner
 from transrate_jax._src.registry import Metric
 from transrate_jax._src.registry import describe_metrics
 from transrate_jax._src.registry import get_metric
@@ -100,6 +102,7 @@ from transrate_jax._src.selection import width_fair_features
 __version__ = "0.1.0"
 
 __all__ = (
+    "BatchedRunner",
     "bootstrap_interval",
     "coding_rate",
     "compare_metrics",

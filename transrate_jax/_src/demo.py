@@ -35,6 +35,12 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from transrate_jax._src import report
+# Shared with the zoo's demo (re-exported: ``demo.feature_metrics`` and the rest stay here too).
+from transrate_jax._src.demo_common import feature_metrics
+from transrate_jax._src.demo_common import finish
+from transrate_jax._src.demo_common import finite_or_none as _finite_or_none
+from transrate_jax._src.demo_common import prediction_metrics
+from transrate_jax._src.demo_common import prediction_score
 
 # The target task of the demo and of the fine-tuning ground truth: changing one of these makes the
 # shipped fine-tuning accuracies inapplicable (the demo then reports the probe only).
@@ -49,27 +55,6 @@ QUICK_METRICS = ("transrate", "logme", "leep")
 SWEEP_LAYERS = ("stem", "blocks/*", "head")
 # The stages the quick (CI-sized) runs sweep: each distinct width compiles every metric once.
 QUICK_LAYERS = ("stem", "blocks/0", "head")
-
-
-def feature_metrics() -> list:
-  """The registered metrics that take features (sorted by name)."""
-  from transrate_jax._src import registry  # noqa: PLC0415
-  return list(registry.registered_metrics("features"))
-
-
-def prediction_metrics() -> list:
-  """The registered metrics that take the backbone's own ImageNet predictions (LEEP, NCE)."""
-  from transrate_jax._src import registry  # noqa: PLC0415
-  return list(registry.registered_metrics("source_probs")
-              + registry.registered_metrics("source_labels"))
-
-
-def prediction_score(metric: str, logits: np.ndarray, labels) -> float:
-  """A prediction metric of the source logits: their softmax (LEEP) or their argmax (NCE)."""
-  from transrate_jax._src import registry  # noqa: PLC0415
-  spec = registry.get_metric(metric)
-  x = _softmax(logits) if spec.consumes == "source_probs" else np.asarray(logits).argmax(1)
-  return float(spec.fn(x, labels))
 
 
 def load_task(*, image_size: int, n: int, test_fraction: float, seed: int):
@@ -113,12 +98,6 @@ def shipped_finetune() -> Optional[dict]:
   if not path.is_file():
     return None
   return json.loads(path.read_text())
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-  z = logits - logits.max(axis=1, keepdims=True)
-  e = np.exp(z)
-  return e / e.sum(axis=1, keepdims=True)
 
 
 def correlations(scores: Dict[str, np.ndarray], accuracy: np.ndarray) -> Dict[str, dict]:
@@ -370,24 +349,6 @@ def recommended_picks(penultimate: Dict[str, np.ndarray], stages: Dict[str, Dict
   return out
 
 
-def finish(out: Dict, report, draw, *, plot_path: Optional[str], verbose: bool) -> Dict:
-  """The end of a demo (this one and the zoo's): print the report, draw the figure, say done."""
-  if verbose:
-    report()
-  if plot_path:
-    try:
-      draw(out, plot_path)
-      out["plot"] = plot_path
-      if verbose:
-        print(f"\nfigure: {plot_path}")
-    except ImportError as e:
-      if verbose:
-        print(f"\n(no figure: {e})")
-  if verbose:
-    print(f"done in {out['seconds']:.1f} s")
-  return out
-
-
 def _score(metric: str, features: Dict[str, np.ndarray], labels, failures: dict,
            where: str) -> Dict[str, float]:
   """``{name: score}`` of ``metric`` on each feature set; NaN where it raised ValueError."""
@@ -509,18 +470,3 @@ def main_demo(args) -> int:
   if args.json:
     print(json.dumps(_finite_or_none(out), indent=2, allow_nan=False))
   return 0
-
-
-def _finite_or_none(x):
-  """``x`` with every non-finite float replaced by None (strict JSON)."""
-  if isinstance(x, dict):
-    return {k: _finite_or_none(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_finite_or_none(v) for v in x]
-  if isinstance(x, (float, np.floating)):
-    return float(x) if np.isfinite(x) else None
-  if isinstance(x, np.integer):
-    return int(x)
-  if isinstance(x, np.bool_):
-    return bool(x)
-  return x

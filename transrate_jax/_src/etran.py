@@ -218,6 +218,6 @@ def etran_scores(features_by_candidate, labels, *, num_classes: int | None = Non
 
 
 registry.register_metric(
-    "etran", etran, vmappable=True, across_candidates=etran_scores,
+    "etran", etran, differentiable=True, vmappable=True, across_candidates=etran_scores,
     description="ETran: energy of the features read as logits plus an LDA classifier's "
                 "true-class probability (Gholami et al., ICCV 2023)")

@@ -83,7 +83,11 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
 
   Raises:
     ValueError: fewer than two classes present (no class pair: the sum would be an empty 0,
-      the best possible score). Not checked for traced labels.
+      the best possible score), an unknown ``gaussian``, ``pca_dim`` not a positive int, the
+      input errors of :func:`transrate_jax.transrate`; for concrete inputs, a score that is not
+      finite (in float32, features whose scale overflows the squared deviations, ``n max|f|^2``
+      beyond 3.4e38, e.g. ``|f| ~ 1e18``: GBC is not scale invariant, so pass float64 features
+      or features of a smaller scale). Not checked for traced inputs.
 
   Example:
     >>> score = gbc(features, labels)  # doctest: +SKIP
@@ -97,10 +101,12 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   validation.check_class_structure(labels, c, metric="GBC")
-  return _gbc_kernel(x, y, num_classes=c, gaussian=gaussian, pca_dim=int(pca_dim))
+  return validation.check_finite_result(
+      _gbc_kernel(x, y, num_classes=c, gaussian=gaussian, pca_dim=int(pca_dim)), metric="GBC",
+      features=x)
 
 
 registry.register_metric(
-    "gbc", gbc, vmappable=True,
+    "gbc", gbc, differentiable=True, vmappable=True,
     description="GBC: minus the Bhattacharyya overlap of per-class Gaussians on PCA features "
                 "(Pandy et al., CVPR 2022)")

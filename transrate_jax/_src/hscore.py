@@ -17,11 +17,14 @@ both scores are spectral sums over one eigendecomposition of the smaller of ``Z^
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
@@ -39,6 +42,9 @@ def _spectrum(features, labels, num_classes):
     lam: [K] eigenvalues of Z^T Z (K = d) or Z Z^T (K = n), ascending, clipped at 0.
     q: [K] ``v_i^T B v_i`` for the matching eigenvectors of Z^T Z.
     z: [n, d] centred features brought to unit size.
+    dropped: whether an eigenvalue other than an exact 0 is at or below the pseudo-inverse
+      threshold (:func:`_cutoff`; either sign, before the clip): on the covariance side
+      (``n >= d``) only, False on the Gram side (whose centring null vector is always there).
   """
   n, d = features.shape
   z, _ = peer_numerics.normalise(peer_numerics.centre(features))
@@ -51,12 +57,14 @@ def _spectrum(features, labels, num_classes):
     lam, ue = numerics.product_spectrum(z, e, gram=True)  # U^T E: [n, C]
     lam = jnp.maximum(lam, 0.0)
     q = lam * jnp.sum(ue * ue, axis=1)
+    dropped = jnp.zeros((), bool)
   else:
     sums = jax.ops.segment_sum(z, labels, num_segments=num_classes) * inv_sqrt[:, None]  # [C, d]
     lam, vs = numerics.product_spectrum(z, sums.T)  # V^T (Z^T E): [d, C]
+    dropped = jnp.any((lam != 0) & (jnp.abs(lam) <= _cutoff(jnp.abs(lam))))
     lam = jnp.maximum(lam, 0.0)
     q = jnp.sum(vs * vs, axis=1)
-  return lam, q, z
+  return lam, q, z, dropped
 
 
 # Eigenvalues of S at or below this many ulps of the largest are round-off (the pseudo-inverse).
@@ -75,11 +83,74 @@ def _cutoff(lam):
   return PINV_ULPS * jnp.finfo(lam.dtype).eps * jnp.max(lam)
 
 
+# float32 only (:func:`_column_svd_hscore`): a singular value of the column-equilibrated features
+# above this many ulps of the largest is resolved and counts; at or below, it is round-off of
+# an (almost) exact linear dependence (dead units and such dependences sit at 0.3-2 ulps).
+SVD_RESOLVED_ULPS = 16.0
+# The pseudo-inverse of float64 keeps the directions of Z with a singular value above this
+# fraction of the largest: sqrt(PINV_ULPS * eps64) = 1.49e-7, 1.25 float32 ulps.
+FLOAT64_PINV_SIGMA = math.sqrt(PINV_ULPS * float(np.finfo(np.float64).eps))
+# float32 refuses when a direction it cannot resolve has a variance in the raw features above
+# (FLOAT64_PINV_SIGMA / UNRESOLVED_MARGIN)^2 of the largest (float64 may count it; see hscore).
+UNRESOLVED_MARGIN = 8.0
+
+
+def _column_svd_hscore(z, labels, num_classes, lam_max):
+  """float32 H-score from the SVD of the column-equilibrated ``z``, and whether to refuse it.
+
+  ``H = |P E|_F^2`` with ``P`` the projector on the column space of ``Z`` and
+  ``E = onehot / sqrt(n_c)``: with the SVD ``Z D^-1 = U diag(s) V^T`` (``D`` the column norms,
+  dead columns left at 0), ``H = sum_i |u_i^T E|^2`` over the resolved ``s_i``. The SVD has a
+  backward error of ``~eps`` relative to each (unit) column, so a direction is resolved when
+  its singular value is, without squaring the condition number as ``Z^T Z`` does; the column
+  scaling leaves ``P`` (hence H) unchanged and makes the resolution per column, as float64's
+  is for the graded scales of real channels.
+
+  Args:
+    z: [n, d] centred float32 features brought to unit size.
+    labels: [n] int labels.
+    num_classes: static C.
+    lam_max: the largest eigenvalue of ``Z^T Z`` (the float64 threshold is relative to it).
+
+  Returns:
+    ``(score, unresolved)``: the score over the resolved directions, and whether a live
+    direction that float32 does not resolve has a variance in ``Z`` (``s_i^2 / |D^-1 v_i|^2``)
+    above ``(FLOAT64_PINV_SIGMA / UNRESOLVED_MARGIN)^2 lam_max``: one that float64's
+    pseudo-inverse may count and float32 cannot, so the float32 score is not float64's.
+  """
+  eps = jnp.finfo(z.dtype).eps
+  norms = jnp.sqrt(jnp.sum(z * z, axis=0))
+  dead = norms == 0  # constant columns: exactly 0 after peer_numerics.centre
+  inv = jnp.where(dead, 0.0, 1.0 / jnp.where(dead, 1.0, norms))
+  u, s, vt = linalg.svd(z * inv[None, :])
+  counts = jax.ops.segment_sum(jnp.ones(labels.shape, z.dtype), labels, num_segments=num_classes)
+  sums = jax.ops.segment_sum(u, labels, num_segments=num_classes)  # E^T U * sqrt(n_c): [C, K]
+  share = jnp.sum(sums * sums / jnp.maximum(counts, 1.0)[:, None], axis=0)  # |u_i^T E|^2
+  resolved = s > SVD_RESOLVED_ULPS * eps * s[0]
+  score = jnp.sum(jnp.where(resolved, share, 0.0))
+  # The dead columns' null space comes out as round-off singular values too: a direction is
+  # live when most of its weight is on live columns.
+  live = jnp.sum(jnp.where(dead[None, :], 0.0, vt * vt), axis=1) > 0.5
+  w_norm = jnp.sqrt(jnp.sum((vt * inv[None, :]) ** 2, axis=1))
+  variance = jnp.where(live, (s / jnp.where(live, w_norm, 1.0)) ** 2, 0.0)
+  limit = (FLOAT64_PINV_SIGMA / UNRESOLVED_MARGIN) ** 2 * lam_max
+  unresolved = jnp.any(live & ~resolved & (variance > limit))
+  return score.astype(z.dtype), unresolved
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _hscore_kernel(features, labels, *, num_classes):
-  lam, q, _ = _spectrum(features, labels, num_classes)
+  """``(score, refused)``: ``refused`` when float32 cannot resolve what float64 would count."""
+  lam, q, z, dropped = _spectrum(features, labels, num_classes)
   keep = lam > _cutoff(lam)
-  return jnp.sum(jnp.where(keep, q / jnp.where(keep, lam, 1.0), 0.0))
+  score = jnp.sum(jnp.where(keep, q / jnp.where(keep, lam, 1.0), 0.0))
+  if features.dtype != jnp.float32 or features.shape[0] < features.shape[1]:
+    return score, jnp.zeros((), bool)
+  # float32 drops resolved directions at the eigenvalue threshold (100 ulps of the largest is a
+  # singular value of 1e-2.5 of the largest): redo those spectra from the features.
+  return jax.lax.cond(
+      dropped, lambda: _column_svd_hscore(z, labels, num_classes, jnp.max(lam)),
+      lambda: (score, jnp.zeros((), bool)))
 
 
 def _ledoit_wolf(z, lam):
@@ -100,7 +171,7 @@ def _ledoit_wolf(z, lam):
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _regularized_kernel(features, labels, *, num_classes):
-  lam, q, z = _spectrum(features, labels, num_classes)
+  lam, q, z, _ = _spectrum(features, labels, num_classes)
   d = features.shape[1]
   a = _ledoit_wolf(z, lam)
   den = (1.0 - a) * lam + a * jnp.sum(lam) / d
@@ -148,7 +219,16 @@ def hscore(features, labels, *, num_classes: int | None = None) -> jax.Array:
   Reference: Bao et al., ICIP 2019.
   """
   features, labels, num_classes = _validate(features, labels, num_classes)
-  return _hscore_kernel(features, labels, num_classes=num_classes)
+  score, refused = _hscore_kernel(features, labels, num_classes=num_classes)
+  if validation.is_concrete(refused) and bool(refused):
+    raise ValueError(
+        "hscore: the feature covariance is too ill-conditioned for float32 to resolve: the "
+        "features have an almost exact linear dependence (a direction with a variance within "
+        f"{UNRESOLVED_MARGIN ** 2:g}x of float64's pseudo-inverse threshold, 2.2e-14 of the "
+        "largest) that float32 cannot tell from round-off, and the H-score counts it in float64. "
+        "Pass float64 features: jax.config.update('jax_enable_x64', True) and "
+        "hscore(features.astype(np.float64), labels).")
+  return score
 
 
 class RegularizedHScoreDetails(NamedTuple):

@@ -190,6 +190,7 @@ def knn_accuracy(features, labels, *, k: int = 5, metric: str = "cosine", block_
   Reference: Sorkhei et al., "k-NN as a Simple and Effective Estimator of Transferability",
   TMLR 2025 (arXiv 2503.18528).
   """
+  features = registry.no_derivative(features, "knn_accuracy")
   x, y, k, block_size = _check(features, labels, k, metric, block_size, num_classes)
   pred = _knn_predict_kernel(x, y, k=k, metric=metric, block_size=block_size)
   correct = jnp.sum(pred == y, dtype=jnp.int32)

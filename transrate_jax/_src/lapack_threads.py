@@ -7,7 +7,9 @@ pool for the same cores: the next XLA matmul runs about twice as slow. Measured 
 jax 0.10.2, ``benchmarks/bench_cpu.py``): a ``10000 x 512`` ``Z^T Z`` (31 ms alone) followed by a
 512 x 512 Cholesky took 61.7 ms per round, 39.1 ms with the policy below.
 
-At import, ``transrate_jax`` therefore:
+Nothing happens at ``import transrate_jax``. The first call of a library function on the CPU
+backend (when :func:`backend.policy` is first read there) applies, once per process, what
+:func:`applied` describes:
 
 * if SciPy's OpenBLAS is not loaded yet (the usual case: ``import jax`` does not load it), loads
   it with ``OPENBLAS_THREAD_TIMEOUT=18`` (its threads sleep about 2^18 cycles, ~0.1 ms, after
@@ -23,7 +25,10 @@ At import, ``transrate_jax`` therefore:
 
 Only SciPy's own bundled OpenBLAS is concerned: NumPy's, which ``numpy.linalg`` and user code use,
 is a separate library and is left alone, as is a SciPy linked to a system BLAS. Set the environment
-variable ``TRANSRATE_JAX_LAPACK_THREADS=keep`` before importing ``transrate_jax`` to change nothing.
+variable ``TRANSRATE_JAX_LAPACK_THREADS=keep`` before the first call to change nothing. What a call
+changes is then exactly this: SciPy's OpenBLAS loaded with the 0.1 ms thread timeout (the process
+environment restored), or, when it was loaded already, its thread count set to 1 (what
+``threadpoolctl.threadpool_info()`` shows).
 """
 
 from __future__ import annotations
@@ -72,4 +77,17 @@ def configure() -> str:
   return "one_thread" if controllers else "unavailable"
 
 
-APPLIED = configure()
+_applied = None
+
+
+def applied() -> str:
+  """Applies :func:`configure` the first time it is called in a process; what it did (cached)."""
+  global _applied
+  if _applied is None:
+    _applied = configure()
+  return _applied
+
+
+def current():
+  """What was applied so far: None before the first library call on the CPU, else the policy."""
+  return _applied

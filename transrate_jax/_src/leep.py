@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import backend
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
@@ -52,7 +54,7 @@ def _per_row(fn, a, table, y):
   n, cs = a.shape
   rows = max(1, _ROW_BLOCK_ENTRIES // cs)
   blocks = n // rows
-  if blocks <= 1 or jax.default_backend() != "cpu":
+  if blocks <= 1 or not backend.policy().row_blocks:
     return fn(a, table[y])
 
   def block(i):
@@ -285,9 +287,9 @@ def _m_step(x, resp, reg_covar):
     # ordinary scale. 10 eps trace(cov) is below the precision of the covariance itself (in
     # float64 it moves scikit-learn's numbers by ~1e-15), so it changes no well-posed fit.
     floor = 10 * jnp.finfo(x.dtype).eps * jnp.trace(cov)
-    chol = jnp.linalg.cholesky(numerics.symmetrize(cov) + (reg_covar + floor) * eye)
+    chol = linalg.cholesky(numerics.symmetrize(cov) + (reg_covar + floor) * eye)
     # Precision Cholesky: inv(chol)^T (upper triangular), as scikit-learn stores it.
-    return jax.scipy.linalg.solve_triangular(chol, eye, lower=True).T
+    return linalg.triangular_inverse(chol, lower=True).T
 
   prec_chol = _map_components(one, (resp.T, means, nk), n, k, num_components)
   weights = nk / jnp.sum(nk)
@@ -425,29 +427,40 @@ def nleep(features, labels, *, key=None, variance: float = 0.8, pca_dim: int | N
   Args:
     features: [n, d] float features.
     labels: [n] int target labels in ``0..C-1``.
-    key: ``jax.random`` key for the initialisation (default ``None``: ``jax.random.key(0)``).
+    key: ``jax.random`` key for the initialisation (``jax.random.key`` or a legacy
+      ``jax.random.PRNGKey``), or an int seed, used as ``jax.random.key(seed)`` (so ``key=0``
+      is the default). Default ``None``: ``jax.random.key(0)``.
     variance: fraction of variance the kept principal components explain (0 < variance <= 1).
     pca_dim: fixed number of principal components instead of ``variance`` (static).
     components_per_class: mixture components per target class (5 in the paper).
     num_classes: static ``C``; needed under ``jit``/``vmap``, else ``max(labels) + 1``.
     max_iter: maximum EM iterations (static).
-    tol: EM stopping tolerance on the mean log-likelihood (scikit-learn's ``tol``).
-    reg_covar: added to the diagonal of every covariance (scikit-learn's default 1e-6).
+    tol: EM stopping tolerance on the mean log-likelihood (scikit-learn's ``tol``; >= 0).
+    reg_covar: added to the diagonal of every covariance (scikit-learn's default 1e-6; >= 0).
     init: ``"kmeans++"`` or ``"random"``.
 
   Returns:
     Scalar N-LEEP (<= 0).
 
+  Raises:
+    ValueError: the input errors of :func:`transrate_jax.transrate`; ``key`` neither a single
+      ``jax.random`` key nor an int seed (a string, a float, a bool, a batch of keys);
+      ``variance`` not a number in (0, 1]; ``tol`` or ``reg_covar`` not a finite number >= 0;
+      ``components_per_class``, ``max_iter`` or ``pca_dim`` not a positive int; an unknown
+      ``init``; more mixture components than samples; traced features without ``pca_dim``;
+      a mixture fit that breaks down numerically (never a silent NaN).
+
   Reference: Li et al., "Ranking Neural Checkpoints", CVPR 2021.
   """
+  features = registry.no_derivative(features, "nleep")
   if init not in ("kmeans++", "random"):
     raise ValueError(f"init must be 'kmeans++' or 'random'; got {init!r}.")
-  if key is None:
-    key = jax.random.key(0)
+  key = jax.random.key(0) if key is None else validation.check_prng_key(key)
   validation.check_positive_int(components_per_class, "components_per_class")
   validation.check_positive_int(max_iter, "max_iter")
-  if not 0 < float(variance) <= 1:
-    raise ValueError(f"variance must be in (0, 1]; got {variance!r}.")
+  validation.check_real_scalar(variance, "variance", maximum=1.0)
+  tol = validation.check_real_scalar(tol, "tol", inclusive=True)
+  reg_covar = validation.check_real_scalar(reg_covar, "reg_covar", inclusive=True)
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   n, d = x.shape
@@ -482,7 +495,7 @@ def nleep(features, labels, *, key=None, variance: float = 0.8, pca_dim: int | N
 
 
 registry.register_metric(
-    "leep", leep, consumes="source_probs", vmappable=True,
+    "leep", leep, differentiable=True, consumes="source_probs", vmappable=True,
     description="LEEP: log expected empirical prediction of the source classifier's "
                 "probabilities (Nguyen et al., ICML 2020)")
 registry.register_metric(

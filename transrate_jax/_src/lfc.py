@@ -79,6 +79,6 @@ def lfc(features, labels, *, num_classes: int | None = None) -> jax.Array:
 
 
 registry.register_metric(
-    "lfc", lfc, vmappable=True,
+    "lfc", lfc, differentiable=True, vmappable=True,
     description="LFC: agreement of the feature Gram matrix with the label Gram matrix "
                 "(Deshpande et al., 2021)")

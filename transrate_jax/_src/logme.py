@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
@@ -105,10 +106,10 @@ def _logme_preset_kernel(features, targets, *, num_columns, classification, max_
   else:
     ynorm2 = jnp.sum(targets * targets, axis=0)
   if gram_side:
-    sigma, vecs = jnp.linalg.eigh(numerics.gram(features))  # U: [N, N]
+    sigma, vecs = linalg.eigh(numerics.gram(features))  # U: [N, N]
     proj = onehot_sum(vecs).T if classification else numerics.matmul_tn(vecs, targets)
   else:
-    sigma, vecs = jnp.linalg.eigh(numerics.covariance(features))  # V: [D, D]
+    sigma, vecs = linalg.eigh(numerics.covariance(features))  # V: [D, D]
     fty = onehot_sum(features).T if classification else numerics.matmul_tn(features, targets)
     proj = numerics.matmul_tn(vecs, fty)  # [D, T]
   sigma = jnp.maximum(sigma, 0.0)
@@ -483,6 +484,7 @@ def logme(features, labels, *, regression: bool = False, num_classes: int | None
     >>> details = logme_details(features, labels)      # doctest: +SKIP
     >>> details.alpha, details.converged               # doctest: +SKIP
   """
+  features = registry.no_derivative(features, "logme")
   return logme_details(features, labels, regression=regression, num_classes=num_classes,
                        preset=preset, max_iter=max_iter, tol=tol).score
 
@@ -495,6 +497,7 @@ def logme_details(features, labels, *, regression: bool = False, num_classes: in
   Same arguments, validation and numerics as :func:`logme`; works under ``jit`` and ``vmap`` (a
   NamedTuple of arrays).
   """
+  features = registry.no_derivative(features, "logme")
   targets = labels
   if preset not in _PRESETS:
     raise ValueError(f"preset must be None, 'thuml' or 'tllib'; got {preset!r}.")

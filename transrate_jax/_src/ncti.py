@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
@@ -86,8 +87,8 @@ def _orthonormalise(y):
 
   def chol_pass(a, shift):
     g = numerics.symmetrize(numerics.matmul_tn(a, a))
-    r = jnp.linalg.cholesky(g + shift * eye).T  # g = r^T r, r upper triangular
-    return jax.scipy.linalg.solve_triangular(r, a.T, trans=1, lower=False).T  # a r^-1
+    chol = linalg.cholesky(g + shift * eye)  # g = L L^T
+    return linalg.triangular_solve(chol, a, left_side=False, lower=True, transpose_a=True)  # a L^-T
 
   y = y / jnp.maximum(jnp.max(jnp.abs(y)), jnp.finfo(y.dtype).tiny)  # exact scale, no overflow
   shift = 11.0 * (p * l + l * (l + 1)) * eps * jnp.sum(y * y)
@@ -112,7 +113,7 @@ def _subspace_eigh(m, k):
     q = _orthonormalise(y)
     y = jnp.matmul(m, q, precision=HIGHEST)
     b = numerics.symmetrize(numerics.matmul_tn(q, y))
-    theta, w = jnp.linalg.eigh(b)
+    theta, w = linalg.eigh(b)
     w = w[:, ::-1][:, :k]
     theta = theta[::-1][:k]
     r = jnp.matmul(y - jnp.matmul(q, b, precision=HIGHEST), w, precision=HIGHEST)
@@ -152,14 +153,14 @@ def _lda_svd(z, resid, means, priors, n_present, keep_cols):
   std = jnp.sqrt(jnp.mean(numerics.center(resid) ** 2, axis=0))
   std = jnp.where(std == 0, jnp.ones((), dtype), std)
   scaled = resid / std * jnp.sqrt(1.0 / (n - n_present)).astype(dtype)
-  _, s, vt = jnp.linalg.svd(scaled, full_matrices=False)
+  _, s, vt = linalg.svd(scaled, full_matrices=False)
   keep = s > _LDA_TOL
   w = jnp.where(keep[None, :], (vt / std[None, :]).T / jnp.where(keep, s, 1.0)[None, :], 0.0)
   xbar = jnp.matmul(priors, means, precision=HIGHEST)
   centred_means = means - xbar
   weight = jnp.sqrt(n * priors / (n_present - 1)).astype(dtype)
   between = jnp.matmul(weight[:, None] * centred_means, w, precision=HIGHEST)  # [C, k]
-  _, sb, vbt = jnp.linalg.svd(between, full_matrices=False)
+  _, sb, vbt = linalg.svd(between, full_matrices=False)
   keep_b = sb > _LDA_TOL * sb[0]
   scalings = jnp.matmul(w, vbt.T, precision=HIGHEST) * keep_b[None, :]  # [k, r]
   low = jnp.matmul(z - xbar, scalings, precision=HIGHEST)  # [n, r]
@@ -181,21 +182,21 @@ def _lda_eigen(z, resid, means, shrinkage, keep_cols):
 
   sw = shrunk(numerics.covariance(resid))
   st = shrunk(numerics.covariance(numerics.center(z)))
-  chol = jnp.linalg.cholesky(sw)
-  solve_l = functools.partial(jax.scipy.linalg.solve_triangular, chol, lower=True)
+  chol = linalg.cholesky(sw)
+  solve_l = functools.partial(linalg.triangular_solve, chol, lower=True)
   half = solve_l(st - sw)  # L^-1 Sb
   a = numerics.symmetrize(solve_l(half.T))  # L^-1 Sb L^-T
-  _, q = jnp.linalg.eigh(a)
-  evecs = jax.scipy.linalg.solve_triangular(chol.T, q[:, ::-1], lower=False)  # descending
+  _, q = linalg.eigh(a)
+  evecs = linalg.triangular_solve(chol, q[:, ::-1], lower=True, transpose_a=True)  # descending
   low = jnp.matmul(z, evecs, precision=HIGHEST)
-  coef = jax.scipy.linalg.cho_solve((chol, True), means.T).T  # m_c^T Sw^-1, [C, k]
+  coef = linalg.cho_solve(chol, means.T).T  # m_c^T Sw^-1, [C, k]
   decision = (numerics.matmul_nt(z, coef)
               - 0.5 * jnp.sum(coef * means, axis=1)[None, :])
   return low * keep_cols(k), decision
 
 
 def _nuclear_norm(a):
-  return jnp.sum(jnp.linalg.svd(a, compute_uv=False), axis=-1)
+  return jnp.sum(linalg.svd(a, compute_uv=False), axis=-1)
 
 
 @functools.partial(jax.jit,
@@ -358,6 +359,7 @@ def ncti(features, labels, *, num_classes: int | None = None, pca_dim: int = 64,
   Reference: Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the Target
   Dataset Informs their Transferability", ICCV 2023.
   """
+  features = registry.no_derivative(features, "ncti")
   t = ncti_terms(features, labels, num_classes=num_classes, pca_dim=pca_dim,
                  variance_dim=variance_dim, pca_solver=pca_solver)
   return t.seli + t.ncc - t.vc

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import backend
 from transrate_jax._src import lapack_threads
+from transrate_jax._src import linalg
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -140,7 +142,7 @@ def cholesky_logdiag(a: jax.Array) -> jax.Array:
   """
   # LAPACK reads one triangle of a column-major matrix; passing the transpose of the row-major
   # ``a`` makes that a free relabelling instead of a transposing copy (``a`` is symmetric).
-  chol = jax.lax.linalg.cholesky(jnp.swapaxes(a, -1, -2), symmetrize_input=False)
+  chol = linalg.cholesky(jnp.swapaxes(a, -1, -2), symmetrize_input=False)
   return jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1))
 
 
@@ -190,7 +192,7 @@ def psd_eigvalsh(a: jax.Array, rank=None) -> jax.Array:
   as ``~ulp(lambda_max)`` round-off in float32, and ``log(1 + a * round-off)`` must not count
   (docs/numerics.md). This is the one place the rank bound is applied.
   """
-  lam = jnp.maximum(jnp.linalg.eigvalsh(_decouple_zero_rows(symmetrize(a))), 0.0)
+  lam = jnp.maximum(linalg.eigvalsh(_decouple_zero_rows(symmetrize(a))), 0.0)
   if rank is None:
     return lam
   m = a.shape[-1]
@@ -212,7 +214,7 @@ def host_product(a: np.ndarray, *, gram: bool, lower: bool = False) -> np.ndarra
   busy-waiting for about 0.1 s after each call: a Cholesky started then ran up to 10x slower on
   2 cores). Where that policy could not be applied, NumPy's ``@`` (also ``syrk``) is used.
   """
-  if lapack_threads.APPLIED == "thread_timeout" and a.dtype in (np.float32, np.float64):
+  if lapack_threads.applied() == "thread_timeout" and a.dtype in (np.float32, np.float64):
     # Imported here, after lapack_threads has loaded SciPy's OpenBLAS with its policy.
     from scipy.linalg import blas as scipy_blas  # pylint: disable=import-outside-toplevel
     syrk = scipy_blas.ssyrk if a.dtype == np.float32 else scipy_blas.dsyrk
@@ -245,9 +247,10 @@ def _product_eigh_host(z: np.ndarray, *, gram: bool, top):
 
 
 def _eigen_on_host(*arrays) -> bool:
-  """Whether :func:`product_eigh` / :func:`product_spectrum` run on the host: the CPU backend,
-  a float32/float64 ``z`` (the first array) and unbatched (2-D) arrays."""
-  return (jax.default_backend() == "cpu" and arrays[0].dtype in (jnp.float32, jnp.float64)
+  """Whether :func:`product_eigh` / :func:`product_spectrum` run on the host: the backend
+  policy's ``host_linalg`` (the CPU), a float32/float64 ``z`` (the first array) and unbatched
+  (2-D) arrays."""
+  return (backend.policy().host_linalg and arrays[0].dtype in (jnp.float32, jnp.float64)
           and all(a.ndim == 2 for a in arrays))
 
 
@@ -277,7 +280,7 @@ def product_eigh(z: jax.Array, *, gram: bool = False,
     shapes = (jax.ShapeDtypeStruct((kept,), z.dtype), jax.ShapeDtypeStruct((k, kept), z.dtype))
     return jax.pure_callback(functools.partial(_product_eigh_host, gram=gram, top=top), shapes,
                              z, vmap_method="sequential")
-  w, v = jnp.linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
+  w, v = linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
   return w[..., k - kept:], v[..., k - kept:]
 
 
@@ -361,7 +364,7 @@ def product_spectrum(z: jax.Array, b: jax.Array, *,
     shapes = (jax.ShapeDtypeStruct((k,), z.dtype), jax.ShapeDtypeStruct(b.shape, z.dtype))
     return jax.pure_callback(functools.partial(_product_spectrum_host, gram=gram), shapes, z, b,
                              vmap_method="sequential")
-  w, v = jnp.linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
+  w, v = linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
   return w, matmul_tn(v, b.astype(z.dtype))
 
 
@@ -384,16 +387,13 @@ def bucket(size: int, *, minimum: int = 1, steps: int = 1) -> int:
 
 
 def one_matrix_per_program() -> bool:
-  """Whether each compiled program may score only one matrix (True on the CPU backend).
-
-  XLA's CPU runtime can deadlock (every thread idle, the result never ready) on a program that
-  holds several large batched LAPACK factorisations, as a ``vmap`` over a stack of TransRate
-  problems with n >~ 2000 does (jax/jaxlib 0.10.2; the same was seen with LU). On CPU
-  each matrix of a stack is therefore scored by its own call of an unbatched program, compiled once
-  per padded shape: the same few compilations, no deadlock, and the CPU has no parallel lanes
-  for a batch to fill anyway. GPUs and TPUs keep the single batched program.
+  """Whether a stack of matrices is scored by one call of an unbatched program per matrix
+  (``backend.policy().one_matrix_per_program``: the CPU, which has no parallel lanes for a batch
+  to fill; an eager TransRate call then forms its products on the host). GPUs and TPUs, and the
+  CPU under the accelerator switch, run one batched ``vmap`` program. (No hang depends on it:
+  :mod:`linalg` keeps every LAPACK call of one matrix.)
   """
-  return jax.default_backend() == "cpu"
+  return backend.policy().one_matrix_per_program
 
 
 @functools.partial(jax.jit, static_argnames=("width", "dtype"))

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import backend
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
@@ -100,7 +101,7 @@ def _parc_kernel(x, y, *, num_classes, pca_dim):
   norm = jnp.linalg.norm(z, axis=1, keepdims=True)
   z = z / jnp.where(norm > 0, norm, 1.0)  # a row at the mean correlates 0 with every row
   corr = numerics.gram(z)  # [n, n]
-  if jax.default_backend() == "cpu":
+  if backend.policy().host_ranks:
     # XLA's CPU sort is ~50x slower than NumPy's: rank on the host (same ranks, ties averaged).
     spearman = jax.pure_callback(_spearman_host, jax.ShapeDtypeStruct((), x.dtype), corr, y,
                                  vmap_method="sequential")
@@ -143,6 +144,7 @@ def parc(features, labels, *, pca_dim: int = 32, num_classes: int | None = None)
 
   Reference: Bolya et al., NeurIPS 2021.
   """
+  features = registry.no_derivative(features, "parc")
   validation.check_positive_int(pca_dim, "pca_dim")
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)

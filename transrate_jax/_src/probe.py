@@ -62,22 +62,36 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
     test_features: [m, d] features of the test split.
     test_labels: [m] integer labels.
     num_classes: C (default: the larger max label + 1 of both splits).
-    steps: optimisation steps (keyword-only int).
-    learning_rate: Adam's step size.
-    l2: weight decay coefficient.
+    steps: optimisation steps (keyword-only positive int).
+    learning_rate: Adam's step size (finite, > 0).
+    l2: weight decay coefficient (finite, >= 0).
 
   Returns:
     Accuracy on the test split, a Python float in [0, 1].
+
+  Raises:
+    ValueError: features not 2-D, non-numeric or with NaN/inf, train and test features of
+      different widths; labels that are not 1-D integer class indices (strings, ``None``,
+      floats) of the features' length, or negative or >= ``num_classes``; ``num_classes`` or
+      ``steps`` not a positive int; ``learning_rate`` not a finite number > 0; ``l2`` not a
+      finite number >= 0 (0: no weight decay).
   """
+  steps = validation.check_positive_int(steps, "steps")
+  learning_rate = validation.check_real_scalar(learning_rate, "learning_rate")
+  l2 = validation.check_real_scalar(l2, "l2", inclusive=True)
+  num_classes = validation.check_num_classes(num_classes)
   x_tr = validation.check_features(train_features, name="train_features")
   x_te = validation.check_features(test_features, name="test_features", min_samples=1)
   if x_tr.shape[1] != x_te.shape[1]:
     raise ValueError(f"train_features have {x_tr.shape[1]} columns but test_features "
                      f"{x_te.shape[1]}.")
-  y_te = np.asarray(test_labels)
+  # Labels are checked before their classes are counted (strings or None fail here, by name).
+  y_te, c_te = validation.check_labels(test_labels, x_te.shape[0], name="test_labels", host=True)
+  _, c_tr = validation.check_labels(train_labels, x_tr.shape[0], name="train_labels", host=True)
   if num_classes is None:
-    num_classes = int(max(np.max(train_labels), np.max(y_te))) + 1
-  y_tr, _ = validation.check_labels(train_labels, x_tr.shape[0], num_classes=num_classes)
+    num_classes = max(c_tr, c_te)
+  y_tr, _ = validation.check_labels(train_labels, x_tr.shape[0], num_classes=num_classes,
+                                    name="train_labels")
   validation.check_labels(y_te, x_te.shape[0], num_classes=num_classes, name="test_labels")
   dtype = jnp.promote_types(x_tr.dtype, x_te.dtype)
   pred = _fit_predict(x_tr.astype(dtype), y_tr, x_te.astype(dtype), num_classes=num_classes,

@@ -19,8 +19,11 @@ that changes the return type.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Dict, Mapping, Optional
+
+import jax
 
 CONSUMES = ("features", "source_probs", "source_labels")
 
@@ -40,12 +43,9 @@ class Metric:
       one shape (labels concrete, ``num_classes`` static).
     zero_pad_exact: appending zero feature columns leaves the score unchanged (to round-off), so
       a sweep may pad widths to shared buckets.
-    batched: optional ``batched(labels, n, **options) -> run`` factory for the sweep: it
-      validates once and returns ``run(stack [k, n, D], dims [k] int32) -> [k, ...]`` given the
-      true widths; ``run`` may carry ``run.padded_width(width, padded) -> int``, and
-      ``run.one(matrix [n, d], width, dim)``, which the sweep then calls per matrix instead of
-      stacking (TransRate on the CPU: each unpadded matrix goes to the host products). Without
-      it the sweep ``vmap``-s ``fn``.
+    batched: optional ``batched(labels, n, **options) -> BatchedRunner`` factory for the sweep:
+      it validates once and returns the :class:`BatchedRunner` the sweep scores stacks with.
+      Without it the sweep ``vmap``-s ``fn``.
     bytes_per_item: optional ``bytes_per_item(n, width, itemsize) -> int``, the working memory of
       one input in a batch (default ``itemsize * (4 n D + 3 min(n, D)^2)``).
     open_options: ``fn`` takes ``**kwargs``, so any option is passed on unchecked.
@@ -54,6 +54,9 @@ class Metric:
       candidate set (NCTI normalises each of its terms over the candidates). ``layer_sweep``,
       ``rank_models`` and ``score_features`` score a set with it; ``fn`` (and ``score_many``) give
       the value of one candidate alone.
+    differentiable: ``jax.grad`` of ``fn`` with respect to its first argument works, on every
+      backend. A metric that is not differentiable raises a ValueError under ``grad``/``jvp`` on
+      every backend alike (:func:`no_derivative`), never on one backend only.
   """
   name: str
   fn: Callable[..., Any]
@@ -66,6 +69,7 @@ class Metric:
   bytes_per_item: Optional[Callable[[int, int, int], int]] = None
   open_options: bool = False
   across_candidates: Optional[Callable[..., Any]] = None
+  differentiable: bool = False
 
   def check_options(self, options: Mapping[str, Any]) -> dict:
     """``options`` as a dict, or a ValueError naming this metric and the unknown keys."""
@@ -77,6 +81,25 @@ class Metric:
 
 
 _REGISTRY: Dict[str, Metric] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchedRunner:
+  """How the sweep scores a metric's stacks: what a metric's ``batched`` factory returns.
+
+  Attributes:
+    stack: ``stack(features [k, n, D], dims [k] int32) -> [k, ...]``: the scores of ``k`` matrices
+      zero-padded to the width ``D``, given their true widths.
+    one: optional ``one(matrix [n, d], width, dim) -> score``: when set, the sweep calls it for each
+      unpadded matrix instead of stacking (TransRate on the CPU: each matrix goes to the host
+      products, padded to the bucket ``width`` there).
+    padded_width: optional ``padded_width(width, padded) -> int``: the bucket width to use for a
+      matrix of ``width`` columns instead of ``padded`` (TransRate keeps every term on the side of
+      its true width).
+  """
+  stack: Callable[..., Any]
+  one: Optional[Callable[..., Any]] = None
+  padded_width: Optional[Callable[[int, int], int]] = None
 
 
 def _options_of(fn) -> tuple:
@@ -93,7 +116,7 @@ def _options_of(fn) -> tuple:
 def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "features",
                     description: str = "", vmappable: bool = True, zero_pad_exact: bool = False,
                     batched: Optional[Callable] = None, bytes_per_item: Optional[Callable] = None,
-                    across_candidates: Optional[Callable] = None,
+                    across_candidates: Optional[Callable] = None, differentiable: bool = False,
                     overwrite: bool = False) -> Metric:
   """Adds a metric to the registry (``score_many``, ``layer_sweep``, the CLI, the demo).
 
@@ -109,6 +132,8 @@ def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "featu
     batched: optional batched factory, see :class:`Metric`.
     bytes_per_item: optional memory estimate, see :class:`Metric`.
     across_candidates: optional set-level scorer, see :class:`Metric`.
+    differentiable: whether ``jax.grad`` of ``fn`` in its first argument works on every backend
+      (the metric contract test checks the claim both ways).
     overwrite: replace an existing entry instead of raising.
 
   Returns:
@@ -129,7 +154,7 @@ def register_metric(name: str, fn: Callable[..., Any], *, consumes: str = "featu
   metric = Metric(name=name, fn=fn, consumes=consumes, description=description, options=options,
                   vmappable=vmappable, zero_pad_exact=zero_pad_exact, batched=batched,
                   bytes_per_item=bytes_per_item, open_options=open_options,
-                  across_candidates=across_candidates)
+                  across_candidates=across_candidates, differentiable=bool(differentiable))
   _REGISTRY[name] = metric
   return metric
 
@@ -170,8 +195,40 @@ def get_metric(metric) -> Metric:
 
 def describe_metrics() -> list:
   """``[{"name", "consumes", "description", "options", "vmappable", "zero_pad_exact",
-  "across_candidates"}]`` (the last: whether a candidate's score depends on the candidate set)."""
+  "across_candidates", "differentiable"}]`` (``across_candidates``: whether a candidate's score
+  depends on the candidate set; ``differentiable``: whether ``jax.grad`` works, on every
+  backend)."""
   return [{"name": m.name, "consumes": m.consumes, "description": m.description,
            "options": dict(m.options), "vmappable": m.vmappable,
            "zero_pad_exact": m.zero_pad_exact,
-           "across_candidates": m.across_candidates is not None} for m in (_REGISTRY[k] for k in registered_metrics())]
+           "across_candidates": m.across_candidates is not None,
+           "differentiable": m.differentiable}
+          for m in (_REGISTRY[k] for k in registered_metrics())]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _no_derivative(x, metric):
+  del metric
+  return x
+
+
+@_no_derivative.defjvp
+def _no_derivative_jvp(metric, primals, tangents):
+  del primals, tangents
+  raise ValueError(
+      f"{metric} is not differentiable (on any backend: its score goes through eigenvalue "
+      "cut-offs, ranks or host LAPACK). For a differentiable transferability score use "
+      "transrate_jax.transrate or transrate_jax.transrate_loss; "
+      "describe_metrics() lists which metrics are.")
+
+
+def no_derivative(x, metric: str):
+  """``x`` unchanged; ``grad``/``jvp`` through it raise a ValueError naming ``metric``.
+
+  A metric that is not differentiable on every backend calls this on its input first, so that it
+  is differentiable on none: the same error on the CPU (whose host LAPACK callbacks have no
+  derivative) as on a GPU or TPU (whose XLA eigensolvers would give one).
+  """
+  if not isinstance(x, jax.core.Tracer):  # concrete input: nothing can differentiate it
+    return x
+  return _no_derivative(x, metric)

@@ -508,7 +508,7 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
       terms = jnp.where(one_is_minority, terms, terms[::-1])  # class 1, class 0
       counts = jnp.stack([n1, n0])
     weights = kernel.class_weights(counts, n, config.weighting)
-    score = total - jnp.tensordot(weights, terms, axes=(0, 0))
+    score = total - jnp.tensordot(weights, terms, axes=(0, 0), precision=numerics.HIGHEST)
     return jnp.where((n1 > 0) & (n0 > 0), score, jnp.zeros_like(score))
 
   scores = jax.lax.map(one_label, (masks, minority), batch_size=min(batch_size, num_labels))

@@ -30,8 +30,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
 from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
@@ -40,7 +40,7 @@ GRADIENTS = ("analytic", "autodiff")
 
 
 def _cholesky(a: jax.Array) -> jax.Array:
-  return jnp.linalg.cholesky(numerics.symmetrize(a))
+  return linalg.cholesky(numerics.symmetrize(a))
 
 
 def _half_logdet_from_chol(chol: jax.Array) -> jax.Array:
@@ -50,8 +50,7 @@ def _half_logdet_from_chol(chol: jax.Array) -> jax.Array:
 
 def _spd_inverse_from_chol(chol: jax.Array) -> jax.Array:
   """``(L L^T)^{-1} = L^{-T} L^{-1}`` for a lower Cholesky factor ``L`` [m, m] (gradients only)."""
-  eye = jnp.eye(chol.shape[-1], dtype=chol.dtype)
-  linv = jax.lax.linalg.triangular_solve(chol, eye, left_side=True, lower=True)
+  linv = linalg.triangular_inverse(chol, lower=True)
   return jnp.matmul(jnp.swapaxes(linv, -1, -2), linv, precision=numerics.HIGHEST)
 
 
@@ -156,22 +155,23 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
     return loss, grad_z, z
   # d R(Z) / dZ = a (I + a Z Z^T)^{-1} Z = a Z (I + a Z^T Z)^{-1}.
   if total_gram:
-    grad_total = a_total * jsl.cho_solve((chol_t, True), z)
+    grad_total = a_total * linalg.cho_solve(chol_t, z)
   else:
-    grad_total = a_total * jsl.cho_solve((chol_t, True), z.T).T
+    grad_total = a_total * linalg.cho_solve(chol_t, z.T).T
   # d (sum_c w_c R_c) / dZ: row i gets w_c a_c (I + a_c Z_c Z_c^T)^{-1} Z_c for its class c.
   grad_class = w_full * grad_total
   if plan.small == "masked":
-    grad_class = grad_class + row_w[:, None] * jsl.cho_solve((chol_c, True),
+    grad_class = grad_class + row_w[:, None] * linalg.cho_solve(chol_c,
                                                              (row_inv / eps)[:, None] * z)
   elif plan.small == "blocks":
-    per_block = (w_small * a_small)[:, None, None] * jsl.cho_solve((chol_b, True), blocks)
+    per_block = (w_small * a_small)[:, None, None] * linalg.cho_solve(chol_b, blocks)
     grad_class = grad_class + jnp.zeros_like(z).at[idx.reshape(-1)].add(
         per_block.reshape(-1, d))  # padding positions carry zero rows
   if plan.large_slots:
     coef = w_large * a_large  # [K]: w_c a_c
-    rhs = jnp.einsum("nk,ni->kin", onehot * coef, z)  # [K, d, n], rows of other classes zeroed
-    grad_class = grad_class + jnp.sum(jsl.cho_solve((chol_l, True), rhs), axis=0).T
+    # [K, d, n], rows of other classes zeroed
+    rhs = jnp.einsum("nk,ni->kin", onehot * coef, z, precision=numerics.HIGHEST)
+    grad_class = grad_class + jnp.sum(linalg.cho_solve(chol_l, rhs), axis=0).T
   return loss, grad_class - grad_total, z
 
 
@@ -257,7 +257,11 @@ def transrate_loss(features, labels, *, num_classes: int, eps=1e-4, weighting: s
 
   Raises:
     ValueError: bad shapes or dtypes, an unknown weighting or gradient, ``num_classes`` not a
-      positive int; for concrete inputs also NaN/inf features, labels out of range, eps <= 0.
+      positive int; for concrete inputs also NaN/inf features, labels out of range, eps <= 0,
+      and a loss that is not finite although the inputs are (in float32: features whose scale
+      overflows the products, ``n max|f|^2`` or ``max|f|^2 / eps`` beyond 3.4e38, e.g.
+      ``|f| ~ 1e18``; rescale or L2-normalise them, or pass float64). Under ``jit``/``grad``
+      the value is not checked.
 
   Example:
     >>> import jax, jax.numpy as jnp, transrate_jax as tj
@@ -284,5 +288,6 @@ def transrate_loss(features, labels, *, num_classes: int, eps=1e-4, weighting: s
   eps, _ = validation.check_eps(eps, dtype=f.dtype)
   if jnp.ndim(eps) != 0:
     raise ValueError(f"eps must be a scalar for transrate_loss; got shape {jnp.shape(eps)}.")
-  return _transrate_loss_jit(f, y, eps, num_classes=num_classes, weighting=weighting,
-                             gradient=gradient)
+  return validation.check_finite_result(  # concrete inputs: never a silent NaN loss
+      _transrate_loss_jit(f, y, eps, num_classes=num_classes, weighting=weighting,
+                          gradient=gradient), metric="transrate_loss", features=f, eps=eps)

@@ -11,7 +11,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
@@ -51,11 +53,11 @@ def _solve_spd(a, b, ridge):
   a = numerics.symmetrize(a)
 
   def by_cholesky(_):
-    chol = jnp.linalg.cholesky(a)
-    return jax.scipy.linalg.cho_solve((chol, True), b)
+    chol = linalg.cholesky(a)
+    return linalg.cho_solve(chol, b)
 
   def by_eigh(_):
-    w, v = jnp.linalg.eigh(a)
+    w, v = linalg.eigh(a)
     cutoff = jnp.max(jnp.abs(w)) * a.shape[-1] * jnp.finfo(a.dtype).eps
     inv = 1.0 / jnp.where(w > cutoff, w, ridge)
     return jnp.matmul(v * inv, jnp.matmul(v.T, b, precision=HIGHEST), precision=HIGHEST)
@@ -151,18 +153,24 @@ def sfda(features, labels, *, num_classes: int | None = None) -> jax.Array:
 
   Raises:
     ValueError: fewer than two classes present (ConfMix mixes with the other classes' means),
-      or every class has a single sample (zero within-class scatter). Under ``jit``/``vmap``
-      these are not checked and give NaN.
+      every class has a single sample, constant (e.g. all-zero) features, or every class's
+      samples sharing one feature vector (zero within-class scatter: the discriminant is
+      undefined); a score that is not finite for finite features (in float32 a scale near the
+      largest float, ``|f| ~ 1e38``). Under ``jit``/``vmap`` these are not checked and give NaN.
 
   Reference: Shao et al., ECCV 2022.
   """
   x = validation.check_features(features)
   y, c = validation.check_labels(labels, x.shape[0], num_classes=num_classes)
   validation.check_class_structure(labels, c, metric="SFDA", singletons_ok=False)
-  return _sfda_kernel(x, y, num_classes=c)
+  host = features if isinstance(features, np.ndarray) else x  # checked where it lives
+  validation.check_not_constant(host, metric="SFDA")
+  validation.check_within_class_variation(host, labels, c, metric="SFDA")
+  return validation.check_finite_result(_sfda_kernel(x, y, num_classes=c), metric="SFDA",
+                                        features=x)
 
 
 registry.register_metric(
-    "sfda", sfda, vmappable=True,
+    "sfda", sfda, differentiable=True, vmappable=True,
     description="SFDA: label likelihood in a regularised, self-challenging Fisher discriminant "
                 "space (Shao et al., ECCV 2022)")

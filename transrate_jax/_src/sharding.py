@@ -117,7 +117,11 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
     every process, as an array on this process's first device.
 
   Raises:
-    ValueError: the errors of :func:`transrate_jax.transrate`, or an unknown ``axis_name``.
+    ValueError: the errors of :func:`transrate_jax.transrate`, an unknown ``axis_name``, or a
+      score that is not finite for finite (concrete) features: in float32 a feature scale whose
+      products overflow (``n max|f|^2`` or ``max|f|^2 / eps`` beyond 3.4e38, e.g. ``|f| ~ 1e18``);
+      rescale or L2-normalise the features, or pass float64 (``transrate`` rescues such calls in
+      float64, this sharded path does not).
 
   Example:
     >>> import numpy as np, transrate_jax as tj
@@ -147,7 +151,8 @@ def transrate_sharded(features, labels, *, mesh: Optional[jax.sharding.Mesh] = N
   mask = jax.device_put(mask, rows)
   tile = streaming._tile_size(n_pad // devices, num_classes)  # pylint: disable=protected-access
   fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector)
-  return fn(f, y, mask, eps)
+  return validation.check_finite_result(fn(f, y, mask, eps), metric="TransRate",
+                                        features=features, eps=eps)
 
 
 def _pad_rows(f, y, rows: int):
@@ -183,4 +188,5 @@ def _transrate_process_local(features, labels, mesh, axis, config, eps, num_clas
   mask = jax.make_array_from_process_local_data(rows, mask, (total,))
   tile = streaming._tile_size(per // local_devices, num_classes)  # pylint: disable=protected-access
   fn = _sharded_fn(mesh, axis, config, num_classes, tile, eps_vector, True)
-  return fn(f, y, mask, eps)
+  return validation.check_finite_result(fn(f, y, mask, eps), metric="TransRate",
+                                        features=features, eps=eps)

@@ -140,10 +140,14 @@ class TransRateStats(NamedTuple):
     """Empty statistics for features of width ``dim`` and ``num_classes`` classes.
 
     Memory: ``num_classes * dim * dim`` floats (the class second moments).
+
+    Raises:
+      ValueError: ``dim`` or ``num_classes`` not a positive int, ``dtype`` not a real dtype
+        (``"x"``, complex).
     """
     validation.check_positive_int(dim, "dim")
     validation.check_positive_int(num_classes, "num_classes")
-    dtype = numerics.float_dtype(dtype)
+    dtype = validation.check_float_dtype(dtype)
     return cls(counts=jnp.zeros((num_classes,), jnp.int32),
                sums=jnp.zeros((num_classes, dim), dtype),
                second_moments=jnp.zeros((num_classes, dim, dim), dtype),
@@ -163,23 +167,31 @@ class TransRateStats(NamedTuple):
     (rows with False are ignored). Jit-compiled (one program per chunk shape).
 
     Raises:
-      ValueError: the errors of :func:`transrate_jax.transrate` on the chunk, or a width other
-        than ``dim``.
+      ValueError: the errors of :func:`transrate_jax.transrate` on the chunk, a width other
+        than ``dim``, a ``mask`` that is not a boolean array of shape ``(m,)``, or statistics
+        whose fields are not arrays of consistent shapes (build them with :meth:`init`).
     """
+    validation.check_moment_statistics(*self)
     f = validation.check_features(features, min_samples=1)
     if f.shape[1] != self.dim:
       raise ValueError(f"features have {f.shape[1]} columns but the statistics were initialised "
                        f"with dim={self.dim}.")
     y, _ = validation.check_labels(labels, f.shape[0], num_classes=self.num_classes)
-    if mask is None:
-      mask = np.ones((f.shape[0],), bool)
-    elif np.shape(mask) != (f.shape[0],):
-      raise ValueError(f"mask must have shape ({f.shape[0]},); got {np.shape(mask)}.")
+    mask = validation.check_mask(mask, f.shape[0])
     return _update(self, *_pad_rows(f.astype(self.sums.dtype), y, mask),
                    tile=_tile_size(numerics.bucket(f.shape[0]), self.num_classes))
 
   def merge(self, other: "TransRateStats") -> "TransRateStats":
-    """The statistics of both sets of samples (e.g. from two workers); order does not matter."""
+    """The statistics of both sets of samples (e.g. from two workers); order does not matter.
+
+    Raises:
+      ValueError: ``other`` is not a :class:`TransRateStats`, either's fields are not arrays of
+        consistent shapes, or the two differ in ``num_classes`` or ``dim``.
+    """
+    if not isinstance(other, TransRateStats):
+      raise ValueError(f"merge needs another TransRateStats; got {type(other).__name__}.")
+    validation.check_moment_statistics(*self)
+    validation.check_moment_statistics(*other)
     if (self.num_classes, self.dim) != (other.num_classes, other.dim):
       raise ValueError(
           f"cannot merge statistics of shape (C={self.num_classes}, d={self.dim}) with "
@@ -209,6 +221,7 @@ class TransRateStats(NamedTuple):
       ValueError: on every process, when the processes' statistics differ in ``num_classes``,
         ``dim`` or dtype (pass the same ``num_classes`` and ``dtype`` everywhere).
     """
+    validation.check_moment_statistics(*self)
     if jax.process_count() == 1:
       return self
     headers = process_allgather(_header(self))
@@ -231,8 +244,13 @@ class TransRateStats(NamedTuple):
     of statistics cannot do: use :func:`transrate_from_batches` (two passes) for it.
 
     Raises:
-      ValueError: no samples, ``preset="official"``, bad ``eps``/``weighting``/``preset``.
+      ValueError: no samples, ``preset="official"``, bad ``eps``/``weighting``/``preset``,
+        statistics whose fields are not arrays of consistent shapes (build them with
+        :meth:`init`), or (concrete statistics) a score that is not finite: in float32, features
+        whose scale overflows the sums of products (``n max|f|^2`` or ``max|f|^2 / eps`` beyond
+        3.4e38, e.g. ``|f| ~ 1e18``); rescale or L2-normalise them, or accumulate in float64.
     """
+    validation.check_moment_statistics(*self)
     config = kernel.resolve_config(weighting, preset)
     if config.normalize:
       raise ValueError(
@@ -411,7 +429,7 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   total, terms = all_terms[0], all_terms[1:]
   lam = lam_all[0] if config.rank_normalize else None
   weights = kernel.class_weights(nc, n, config.weighting)
-  score = total - jnp.tensordot(weights, terms, axes=(0, 0))
+  score = total - jnp.tensordot(weights, terms, axes=(0, 0), precision=numerics.HIGHEST)
   return kernel.rank_normalized(score, lam, d, config)
 
 
@@ -422,8 +440,13 @@ def _finalize(stats, eps, *, config, centre, eps_vector):
 
 
 def _finalize_stats(stats, eps, *, config, centre, eps_vector):
-  """:func:`_finalize` of ``stats``."""
-  return _finalize(stats, eps, config=config, centre=centre, eps_vector=eps_vector)
+  """:func:`_finalize` of ``stats``; a ValueError, not a NaN, when concrete statistics of finite
+  chunks give a score that is not finite (float32 products overflowed)."""
+  return validation.check_finite_result(
+      _finalize(stats, eps, config=config, centre=centre, eps_vector=eps_vector),
+      metric="TransRate", hint="In streaming, the sums of f f^T over every row (then divided "
+      "by n eps) must fit the accumulation dtype: pass dtype=np.float64 (jax_enable_x64 on) to "
+      "transrate_from_batches or TransRateStats.init.")
 
 
 def _grow(stats: TransRateStats, num_classes: int) -> TransRateStats:
@@ -452,8 +475,9 @@ def _official_rows(features, ref, mean):
 
 
 def _iterate(batches):
-  source = batches() if callable(batches) else batches
-  return iter(source)
+  if callable(batches):
+    return validation.iter_pairs(batches(), name="the value batches() returned")
+  return validation.iter_pairs(batches, name="batches")
 
 
 def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
@@ -506,7 +530,14 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
     ValueError: no data (on every process, with ``process_local``), fewer than 2 samples, chunks
       of different widths, labels out of range, a one-shot iterator with ``preset="official"``,
       the errors of ``transrate``, and with ``process_local`` processes whose widths or dtypes
-      differ (raised on every process).
+      differ (raised on every process). Wrong argument types: ``batches`` that is not an
+      iterable of ``(features, labels)`` pairs (``None``, a number, a string, a dict, an array)
+      or a zero-argument callable returning one, an item that is not such a pair, a
+      ``num_classes`` that is not a positive int, a bad ``eps``, ``dtype`` or ``process_local``.
+      A score that is not finite although every chunk was (in float32, features whose scale
+      overflows the sums of products, ``n max|f|^2`` or ``max|f|^2 / eps`` beyond 3.4e38, e.g.
+      ``|f| ~ 1e18``: rescale or L2-normalise them, or pass ``dtype=np.float64`` with
+      ``jax_enable_x64`` on).
     RuntimeError: with ``process_local``, on the other processes when one process's chunks raise
       (that process raises its own error; none is left waiting in a collective).
 
@@ -523,13 +554,16 @@ def transrate_from_batches(batches: Union[Iterable, Callable[[], Iterable]], *,
   """
   config = kernel.resolve_config(weighting, preset)
   eps, eps_vector = validation.check_eps(eps)
+  validation.check_batches(batches)
+  num_classes = validation.check_num_classes(num_classes)
+  process_local = validation.check_bool(process_local, "process_local")
   if config.normalize and not callable(batches) and iter(batches) is batches:
     raise ValueError(
         "preset='official' needs two passes over the data (the global mean comes before the "
         "second row normalisation): pass a re-iterable (a list, or a zero-argument callable that "
         "returns a fresh iterable), not a one-shot iterator or generator.")
   total = len(batches) if hasattr(batches, "__len__") else None
-  dtype = None if dtype is None else numerics.float_dtype(dtype)
+  dtype = None if dtype is None else validation.check_float_dtype(dtype)
   across = process_local and jax.process_count() > 1
 
   mean = ref = None

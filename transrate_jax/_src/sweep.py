@@ -156,15 +156,16 @@ def score_many(metric, features, labels, /, *, num_classes: Optional[int] = None
 
   results: list = [None] * len(arrays)
   if spec.batched is not None:
-    run = spec.batched(labels, n, **kwargs)
+    runner = spec.batched(labels, n, **kwargs)
   elif spec.vmappable and not numerics.one_matrix_per_program():
-    def run(stack, dims):
+    def vmapped(stack, dims):
       del dims
       return jax.vmap(lambda f: spec.fn(f, labels, **kwargs))(stack)
+    runner = registry.BatchedRunner(stack=vmapped)
   else:
-    run = None
-
-  cap = getattr(run, "padded_width", None)
+    runner = None
+  run = runner.stack if runner is not None else None
+  cap = runner.padded_width if runner is not None else None
   groups: Dict[tuple, list] = {}
   for i, (width, dtype) in enumerate(zip(widths, dtypes)):
     padded = width
@@ -196,7 +197,7 @@ def score_many(metric, features, labels, /, *, num_classes: Optional[int] = None
     if bar is not None:
       bar.update(1)
 
-  one = getattr(run, "one", None)  # a batched metric's runner for one unpadded matrix (CPU)
+  one = runner.one if runner is not None else None  # one unpadded matrix per call (CPU)
   try:
     for (dtype, width), chunks, size in plan:
       for idx in chunks:

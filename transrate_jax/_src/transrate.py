@@ -14,9 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
-import numpy as np
 
-from transrate_jax._src import numerics
 from transrate_jax._src import registry
 from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
@@ -99,35 +97,13 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
   Reference: Huang, Huang, Xu, Ma, Shen, Lu and Zhou, "Frustratingly easy transferability
   estimation", ICML 2022.
   """
-  config = kernel.resolve_config(weighting, preset)
-  eps_arg = eps
-  if not isinstance(features, (np.ndarray, jax.Array)) and validation.is_concrete(features):
-    features = np.asarray(features)
-  dtype = numerics.float_dtype(validation.check_matrix(features))
-  y, num_classes = validation.check_labels(labels, np.shape(features)[0],
-                                           num_classes=num_classes)
-  eps, eps_vector = validation.check_eps(eps, dtype=dtype)
-  index_blocks, class_ids = None, None
-  if validation.is_concrete(labels) and kernel.use_host_products(features, labels, eps_vector,
-                                                                 config):
-    score = kernel.transrate_host_products(features, labels, eps, config=config,
-                                           num_classes=num_classes)
-  else:
-    if validation.is_concrete(labels):
-      index_blocks, class_ids = kernel.make_block_plan(np.asarray(labels), num_classes,
-                                                       np.shape(features)[1])
-    score = kernel.transrate_jit(numerics.as_float(features), y, index_blocks, class_ids,
-                                 np.shape(features)[1], eps, config=config,
-                                 num_classes=num_classes, eps_vector=eps_vector)
-  # A traced score (traced features or labels) is returned as it is.
-  return kernel.rescued_in_float64(
-      score, features, lambda f64: transrate(f64, np.asarray(labels), eps=eps_arg,
-                                             weighting=weighting, preset=preset,
-                                             num_classes=num_classes))
+  return kernel.score(features, labels, eps=eps, weighting=weighting, preset=preset,
+                      num_classes=num_classes)
 
 
 registry.register_metric(
-    "transrate", transrate, consumes="features", vmappable=True, zero_pad_exact=True,
+    "transrate", transrate, differentiable=True, consumes="features", vmappable=True,
+    zero_pad_exact=True,
     batched=kernel.batched,
     description="TransRate: mutual information of features and labels by coding rates, "
                 "R(Z) - R(Z|Y) (Huang et al., ICML 2022)")

@@ -44,7 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import backend
+from transrate_jax._src import linalg
 from transrate_jax._src import numerics
+from transrate_jax._src import registry
 from transrate_jax._src import validation
 
 WEIGHTINGS = ("prior", "uniform")
@@ -342,7 +345,7 @@ def class_terms_from_moments(moments, class_ids, weights, counts, eps, *, eps_ve
   if eps_vector:
     rank = jnp.minimum(counts[ids], dim).astype(jnp.int32)
   terms = half_logdet(mats, safe_inverse(counts[ids]), eps, eps_vector=eps_vector, rank=rank)
-  return jnp.tensordot(weights[ids], terms, axes=(0, 0))
+  return jnp.tensordot(weights[ids], terms, axes=(0, 0), precision=numerics.HIGHEST)
 
 
 def conditional_score(total, cond, weights, counts, n):
@@ -458,7 +461,7 @@ def class_terms_dense(z, labels, weights, counts, eps, *, num_classes, eps_vecto
     else:
       # One eigendecomposition: block diagonal, so each eigenvector lives in one class (or, for an
       # eigenvalue shared by several classes, in their span, where the attribution is exact).
-      lam, vec = jnp.linalg.eigh(numerics.symmetrize(mat))
+      lam, vec = linalg.eigh(mat)
       lam = jnp.maximum(lam, 0.0)
       mass = jnp.einsum("i,ik->k", row_w, vec * vec, precision=numerics.HIGHEST)  # [n]
       out = out + 0.5 * jnp.sum(mass[:, None] * jnp.log1p(lam[:, None] / eps[None, :]), axis=0)
@@ -467,13 +470,15 @@ def class_terms_dense(z, labels, weights, counts, eps, *, num_classes, eps_vecto
     rank = jnp.minimum(counts, dim).astype(jnp.int32) if eps_vector else None
     terms = half_logdet(numerics.gram(blocks), jnp.where(small, inv, 0.0), eps,
                         eps_vector=eps_vector, rank=rank)
-    out = out + jnp.tensordot(jnp.where(small, weights, 0.0), terms, axes=(0, 0))
+    out = out + jnp.tensordot(jnp.where(small, weights, 0.0), terms, axes=(0, 0),
+                             precision=numerics.HIGHEST)
   if layout.large_slots:
     ids, on, _, covs = large_class_covs(z, labels, counts, large, layout.large_slots)
     rank = jnp.minimum(counts[ids], dim).astype(jnp.int32) if eps_vector else None
     terms = half_logdet(covs, jnp.where(on, inv[ids], 0.0), eps, eps_vector=eps_vector,
                         rank=rank)
-    out = out + jnp.tensordot(jnp.where(on, weights[ids], 0.0), terms, axes=(0, 0))
+    out = out + jnp.tensordot(jnp.where(on, weights[ids], 0.0), terms, axes=(0, 0),
+                             precision=numerics.HIGHEST)
   return out
 
 
@@ -646,7 +651,8 @@ def use_host_products(features, labels, eps_vector: bool, config: Config) -> boo
   """Whether an eager call forms its products on the host (:func:`host_moments`).
 
   Only for concrete features and labels (never under a trace: ``jit``, ``vmap`` and ``grad``
-  keep the compiled path), on the CPU, with float input, a scalar ``eps`` and the plain centring
+  keep the compiled path), on the CPU (``backend.policy().host_linalg``), with float input, a
+  scalar ``eps`` and the plain centring
   (the official preset's normalisation and rank rule stay compiled). The environment variable
   ``TRANSRATE_JAX_HOST_PRODUCTS=0`` turns it off.
   """
@@ -655,10 +661,9 @@ def use_host_products(features, labels, eps_vector: bool, config: Config) -> boo
     return False
   if not (validation.is_concrete(features) and validation.is_concrete(labels)):
     return False
-  if isinstance(features, jax.Array):
-    if any(dev.platform != "cpu" for dev in features.devices()):
-      return False
-  elif jax.default_backend() != "cpu":
+  if not backend.policy().host_linalg:
+    return False
+  if isinstance(features, jax.Array) and any(dev.platform != "cpu" for dev in features.devices()):
     return False
   return np.issubdtype(np.dtype(features.dtype), np.floating)
 
@@ -850,7 +855,41 @@ def rescued_in_float64(score, features, rescore):
   return jnp.asarray(values.astype(dtype))
 
 
-def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=None):
+def score(features, labels, *, eps=1e-4, weighting=None, preset=None, num_classes=None):
+  """TransRate of one feature matrix: the body of the public ``transrate`` (see its docstring).
+
+  Validates, then forms the products on the host (:func:`use_host_products`) or runs the whole
+  compiled kernel (:func:`transrate_jit`), and rescores in float64 an eager float32 call whose
+  factorisation failed (:func:`rescued_in_float64`).
+  """
+  config = resolve_config(weighting, preset)
+  eps_arg = eps
+  if not isinstance(features, (np.ndarray, jax.Array)) and validation.is_concrete(features):
+    features = np.asarray(features)
+  dtype = numerics.float_dtype(validation.check_matrix(features))
+  y, num_classes = validation.check_labels(labels, np.shape(features)[0],
+                                           num_classes=num_classes)
+  eps, eps_vector = validation.check_eps(eps, dtype=dtype)
+  index_blocks, class_ids = None, None
+  if validation.is_concrete(labels) and use_host_products(features, labels, eps_vector, config):
+    value = transrate_host_products(features, labels, eps, config=config,
+                                    num_classes=num_classes)
+  else:
+    if validation.is_concrete(labels):
+      index_blocks, class_ids = make_block_plan(np.asarray(labels), num_classes,
+                                                np.shape(features)[1])
+    value = transrate_jit(numerics.as_float(features), y, index_blocks, class_ids,
+                          np.shape(features)[1], eps, config=config, num_classes=num_classes,
+                          eps_vector=eps_vector)
+  # A traced score (traced features or labels) is returned as it is.
+  return rescued_in_float64(
+      value, features, lambda f64: score(f64, np.asarray(labels), eps=eps_arg,
+                                         weighting=weighting, preset=preset,
+                                         num_classes=num_classes))
+
+
+def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=None
+            ) -> registry.BatchedRunner:
   """Factory for the batched TransRate: validates once, plans the class blocks once per width."""
   config = resolve_config(weighting, preset)
   y, num_classes = validation.check_labels(labels, n, num_classes=num_classes)
@@ -869,18 +908,18 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
     return plans[width]
 
   raw_eps = eps
-  checked = set()
+  checked = {}
 
   def rescore(f64, dim):
-    from transrate_jax._src import transrate as public  # noqa: PLC0415 (imports this module)
-    return public.transrate(f64[:, :dim], host, eps=raw_eps, weighting=weighting, preset=preset,
-                            num_classes=num_classes)
+    return score(f64[:, :dim], host, eps=raw_eps, weighting=weighting, preset=preset,
+                 num_classes=num_classes)
 
   def check_dtype(dtype):
-    # eps must be a normal number in the dtype the matrices are scored in (1e-50 is 0 in float32).
+    # eps must be a normal number in the dtype the matrices are scored in (1e-50 is 0 in float32),
+    # and enters their programs in that dtype (a float64 eps would make float64 operations).
     if dtype not in checked:
-      validation.check_eps(raw_eps, dtype=dtype)
-      checked.add(dtype)
+      checked[dtype] = validation.check_eps(raw_eps, dtype=dtype)[0]
+    return checked[dtype]
 
   if numerics.one_matrix_per_program():
     # The CPU: one matrix per call (numerics.one_matrix_per_program), taken as it is; an eager
@@ -888,26 +927,27 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
     # else the matrix is padded and scored by the whole compiled kernel.
     def one(f, width, dim):
       dtype = numerics.float_dtype(f.dtype)
-      check_dtype(dtype)
+      eps_d = check_dtype(dtype)
       if concrete and use_host_products(f, host, eps_vector, config):
-        score = transrate_host_products(f, host, eps, config=config, num_classes=num_classes,
+        value = transrate_host_products(f, host, eps_d, config=config, num_classes=num_classes,
                                         width=width)
       else:
         index_blocks, class_ids = plan(width)
-        score = transrate_jit(numerics.pad_columns(f, width, dtype), y, index_blocks, class_ids,
-                              dim, eps, config=config, num_classes=num_classes,
+        value = transrate_jit(numerics.pad_columns(f, width, dtype), y, index_blocks, class_ids,
+                              dim, eps_d, config=config, num_classes=num_classes,
                               eps_vector=eps_vector)
-      return rescued_in_float64(score, f, lambda f64: rescore(f64, int(dim)))
+      return rescued_in_float64(value, f, lambda f64: rescore(f64, int(dim)))
 
     def run(stack, dims):
       return np.stack([np.asarray(one(stack[i], stack.shape[-1], dims[i]))
                        for i in range(stack.shape[0])])
-    run.one = one
   else:
+    one = None
+
     def run(stack, dims):
-      check_dtype(stack.dtype)
+      eps_d = check_dtype(stack.dtype)
       index_blocks, class_ids = plan(stack.shape[-1])
-      scores = transrate_stack(stack, y, index_blocks, class_ids, dims, eps, config=config,
+      scores = transrate_stack(stack, y, index_blocks, class_ids, dims, eps_d, config=config,
                                num_classes=num_classes, eps_vector=eps_vector)
       if not validation.is_concrete(scores):  # traced features or labels
         return scores
@@ -931,8 +971,7 @@ def batched(labels, n, *, eps=1e-4, weighting=None, preset=None, num_classes=Non
     above = [m for m in rows if m > width]
     return min(padded, above[0] - 1) if above else padded
 
-  run.padded_width = padded_width
-  return run
+  return registry.BatchedRunner(stack=run, one=one, padded_width=padded_width)
 
 
 def compiled_programs() -> int:

@@ -332,9 +332,9 @@ def train(config: dict[str, Any], *, seed: int = 0, epochs: int | None = None):
                         for _ in range(epochs)])
   x_tr_j, y_tr_j = jnp.asarray(x_tr), jnp.asarray(y_tr)
 
-  from transrate_jax._src import finetune  # pylint: disable=import-outside-toplevel
+  from transrate_jax._src import training  # pylint: disable=import-outside-toplevel
 
-  run = jax.jit(functools.partial(finetune.scan_train, graphdef=graphdef, tx=tx))
+  run = jax.jit(functools.partial(training.scan_train, graphdef=graphdef, tx=tx))
   params, rest, _ = run(params, rest, opt_state, jnp.asarray(idx), x_tr_j, y_tr_j)
   nnx.update(model, params, rest)
   model.eval()

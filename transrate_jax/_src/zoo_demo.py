@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from transrate_jax._src import demo_common
 from transrate_jax._src import report
 
 # N-LEEP is left out of the default list: its EM compiles once per width (seconds each).
@@ -24,10 +25,9 @@ SLOW_METRICS = ("nleep",)
 
 def _default_metrics() -> tuple:
   """(feature metrics, prediction metrics) of the registry, TransRate first; no slow ones."""
-  from transrate_jax._src import demo  # noqa: PLC0415
-  feats = [m for m in demo.feature_metrics() if m not in SLOW_METRICS]
+  feats = [m for m in demo_common.feature_metrics() if m not in SLOW_METRICS]
   feats.sort(key=lambda m: m != "transrate")
-  return feats, demo.prediction_metrics()
+  return feats, demo_common.prediction_metrics()
 
 
 def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None,
@@ -59,9 +59,8 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
   x_tr, y_tr, x_te, y_te = zoo.load_target_task(target)
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
   names = list(models) if models is not None else zoo.list_models()
-  from transrate_jax._src import demo as demo_lib  # noqa: PLC0415
   default_feats, predictions = _default_metrics()
-  known = demo_lib.feature_metrics() + predictions
+  known = demo_common.feature_metrics() + predictions
   wanted = list(metrics) if metrics is not None else default_feats + predictions
   unknown = sorted(set(wanted) - set(known))
   if unknown:
@@ -101,7 +100,7 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
                                     progress=False)
   scores = {m: np.asarray(v) for m, v in result.scores.items()}
   for m in pred_metrics:
-    scores[m] = np.asarray([demo_lib.prediction_score(m, outputs[n], y_tr) for n in names])
+    scores[m] = np.asarray([demo_common.prediction_score(m, outputs[n], y_tr) for n in names])
   accuracy = np.asarray(accuracy)
 
   correlations = {}
@@ -119,9 +118,8 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
          "layer_sweeps": {n: {k: float(v) for k, v in sweeps[n].items()} for n in names},
          "seconds": seconds}
 
-  from transrate_jax._src import demo  # noqa: PLC0415
-  return demo.finish(out, lambda: _print_report(out, zoo), _plot, plot_path=plot_path,
-                     verbose=verbose)
+  return demo_common.finish(out, lambda: _print_report(out, zoo), _plot, plot_path=plot_path,
+                            verbose=verbose)
 
 
 def _print_report(out: Dict, zoo) -> None:
@@ -169,6 +167,5 @@ def main_demo(args) -> int:
                  probe_steps=500 if args.probe_steps is None else args.probe_steps,
                  progress=not args.json, verbose=not args.json)
   if args.json:
-    from transrate_jax._src.demo import _finite_or_none  # noqa: PLC0415
-    print(json.dumps(_finite_or_none(out), indent=2, allow_nan=False))
+    print(json.dumps(demo_common.finite_or_none(out), indent=2, allow_nan=False))
   return 0

@@ -1,0 +1,117 @@
+"""The backend policy: every decision that depends on the platform, in one place.
+
+Every module that takes a platform-dependent branch reads it from :func:`policy`, and nothing else
+calls ``jax.default_backend()`` to choose a code path. The branches:
+
+* ``host_linalg``: products and eigendecompositions of unbatched 2-D float arrays go to SciPy's
+  BLAS/LAPACK on the host through ``jax.pure_callback`` (:func:`numerics.product_eigh`,
+  :func:`numerics.product_spectrum`), and an eager TransRate forms its second moments by BLAS
+  ``syrk`` on the host (``transrate_kernel.host_moments``). The CPU only.
+* ``one_matrix_per_program``: the sweep scores a stack of feature matrices with one call of an
+  unbatched program per matrix instead of one ``vmap``-ped program. The CPU only (it has no
+  parallel lanes for a batch to fill).
+* ``row_blocks``: LEEP gathers its per-row table entries by blocks of rows (cache-sized). The CPU
+  only.
+* ``host_ranks``: PARC ranks its dissimilarities by NumPy's sort on the host (XLA's CPU sort is
+  about 50x slower). The CPU only.
+* ``sequential_lapack``: every LAPACK factorisation in a program is of one matrix
+  (:mod:`transrate_jax._src.linalg`). Not a numerical branch: the XLA CPU runtime's property
+  (see :mod:`linalg`), on whenever the platform is the CPU, also under the switch below.
+
+**The switch.** ``TRANSRATE_JAX_BRANCHES=accelerator`` in the environment (read when the policy
+is first asked for), or :func:`accelerator_branches` as a context manager, makes the CPU take
+exactly the branches a GPU or TPU takes: XLA products and eigensolvers, batched ``vmap``
+programs, no ``pure_callback``, whole-array gathers and device sorts. CI runs the numerical test
+suites both ways. ``TRANSRATE_JAX_BRANCHES=auto`` (or unset) is the default: each platform its
+own branches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Iterator, Optional
+
+import jax
+
+from transrate_jax._src import lapack_threads
+
+ENV_VAR = "TRANSRATE_JAX_BRANCHES"
+MODES = ("auto", "accelerator")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """The platform-dependent choices of one process (see the module docstring).
+
+  Attributes:
+    platform: ``jax.default_backend()``: "cpu", "gpu", "tpu", ...
+    mode: "auto" (each platform its own branches) or "accelerator" (the switch).
+    host_linalg: products and eigendecompositions by SciPy on the host (pure_callback).
+    one_matrix_per_program: the sweep calls an unbatched program per matrix.
+    row_blocks: LEEP gathers by blocks of rows.
+    host_ranks: PARC ranks on the host.
+    sequential_lapack: each LAPACK call in a program factorises one matrix.
+  """
+  platform: str
+  mode: str
+  host_linalg: bool
+  one_matrix_per_program: bool
+  row_blocks: bool
+  host_ranks: bool
+  sequential_lapack: bool
+
+  @property
+  def accelerator_branches(self) -> bool:
+    """Whether the numerical branches are those of a GPU or TPU (on one, or under the switch)."""
+    return not self.host_linalg
+
+
+_forced: Optional[str] = None
+_cache: dict = {}
+
+
+def _mode() -> str:
+  if _forced is not None:
+    return _forced
+  mode = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+  if mode not in MODES:
+    raise ValueError(f"{ENV_VAR} must be one of {MODES}; got {mode!r}.")
+  return mode
+
+
+def policy() -> Policy:
+  """The :class:`Policy` in force (decided once per platform and mode, then cached)."""
+  platform = jax.default_backend()
+  mode = _mode()
+  key = (platform, mode)
+  if key not in _cache:
+    if platform == "cpu":
+      # SciPy's OpenBLAS, which jaxlib's CPU factorisations call, set once per process before the
+      # first factorisation (lapack_threads: what this changes, and how to opt out).
+      lapack_threads.applied()
+    cpu_branches = platform == "cpu" and mode == "auto"
+    _cache[key] = Policy(platform=platform, mode=mode, host_linalg=cpu_branches,
+                         one_matrix_per_program=cpu_branches, row_blocks=cpu_branches,
+                         host_ranks=cpu_branches, sequential_lapack=platform == "cpu")
+  return _cache[key]
+
+
+@contextlib.contextmanager
+def accelerator_branches(enabled: bool = True) -> Iterator[Policy]:
+  """Within the block, the CPU takes the branches a GPU or TPU takes (``enabled=False``: its own).
+
+  JAX's compilation caches are cleared on entry and exit: a program traced under one policy is
+  not reused under the other. For tests; a process that should run this way throughout sets
+  ``TRANSRATE_JAX_BRANCHES=accelerator`` instead.
+  """
+  global _forced
+  previous = _forced
+  _forced = "accelerator" if enabled else "auto"
+  jax.clear_caches()
+  try:
+    yield policy()
+  finally:
+    _forced = previous
+    jax.clear_caches()
