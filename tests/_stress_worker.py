@@ -1,7 +1,8 @@
 """Stress worker: every public entry point, repeated, each call under a watchdog.
 
-Run by ``tests/test_stress.py`` in two concurrent processes (``python tests/_stress_worker.py
-PART``, PART in ``loss``, ``metrics``, ``many``). Each call arms ``faulthandler`` with a bound:
+Run by ``tests/test_no_hangs.py`` in two concurrent processes (``python tests/_stress_worker.py
+PARTS COUNT``, PARTS a comma-separated list of ``loss``, ``metrics``, ``many``; COUNT the
+repetitions: the loss loop's steps, or each other entry point's calls). Each call arms ``faulthandler`` with a bound:
 a call slower than its bound (a hang: XLA's CPU runtime waiting on itself, at 0% CPU) dumps every
 thread's Python stack to stderr and exits the process with status 1, so the test fails with the
 stacks in its message instead of hanging. The first call of an entry point gets a longer bound
@@ -122,7 +123,8 @@ if __name__ == "__main__":
   except ImportError:
     tj_backend = None
 
-  part, count = sys.argv[1], int(sys.argv[2])
-  print(json.dumps({"jax": jax.__version__, "pid": os.getpid(), "part": part}), flush=True)
-  {"loss": part_loss, "metrics": part_metrics, "many": part_many}[part](count)
-  print(json.dumps({"done": part}), flush=True)
+  parts, count = sys.argv[1], int(sys.argv[2])
+  print(json.dumps({"jax": jax.__version__, "pid": os.getpid(), "part": parts}), flush=True)
+  for part in parts.split(","):
+    {"loss": part_loss, "metrics": part_metrics, "many": part_many}[part](count)
+  print(json.dumps({"done": parts}), flush=True)

@@ -31,6 +31,7 @@ NUMERICAL_SUITES = (
     "tests/test_logme.py",
     "tests/test_parc.py",
     "tests/test_leep.py",
+    "tests/test_hscore_float32.py",
 )
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,12 +60,13 @@ def test_unknown_mode_is_refused(monkeypatch):
 
 
 @pytest.mark.early
+@pytest.mark.timeout(2400)
 @pytest.mark.xdist_group("accelerator_branches")
 def test_numerical_suites_pass_on_the_accelerator_branches():
   env = {**os.environ, backend.ENV_VAR: "accelerator"}
   proc = subprocess.run(
-      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-       *NUMERICAL_SUITES], cwd=_ROOT, env=env, capture_output=True, text=True, timeout=3000)
+      [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+       *NUMERICAL_SUITES], cwd=_ROOT, env=env, capture_output=True, text=True, timeout=2300)
   tail = proc.stdout[-6000:] + proc.stderr[-3000:]
   assert proc.returncode == 0, f"accelerator-branch run failed:\n{tail}"
   assert " passed" in proc.stdout and " failed" not in proc.stdout, tail

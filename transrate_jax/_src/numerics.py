@@ -47,9 +47,13 @@ def as_float(x) -> jax.Array:
 def center(x: jax.Array, axis: int = 0) -> jax.Array:
   """``x - mean(x, axis)`` computed with a shift, so a large common offset does not cancel.
 
-  Two passes: subtract the mean ``m1`` (the offset, up to round-off), then the mean of the
-  residual. In float32 a single pass loses ``|offset| * 2^-24`` relative to the spread of the
-  data; the second pass removes the error of the first mean, which the residual carries exactly.
+  The first row is subtracted first (exactly, for rows near it: the offset goes away without
+  rounding), then the mean of the residual, twice (the second pass removes the rounding of the
+  first mean). The shift is a data row, not a computed mean, because XLA may recompute the
+  centring inside each consumer it fuses into (a gather of class rows with traced indices does)
+  and round a computed mean differently there (``sum * (1/n)`` against ``sum / n``): an
+  inconsistency of one ulp of the offset, which with an offset of 1e6 moved float32 TransRate by
+  2.6e-3 (``tests/test_float32.py``, docs/numerics.md). A recomputed data row is the same number.
 
   Args:
     x: [..., n, ...] float array.
@@ -58,7 +62,9 @@ def center(x: jax.Array, axis: int = 0) -> jax.Array:
   Returns:
     ``x`` centred along ``axis``, same shape and dtype.
   """
-  r = x - jnp.mean(x, axis=axis, keepdims=True)
+  shift = jax.lax.stop_gradient(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
+  r = x - shift
+  r = r - jnp.mean(r, axis=axis, keepdims=True)
   return r - jnp.mean(r, axis=axis, keepdims=True)
 
 

@@ -216,10 +216,9 @@ def _no_derivative(x, metric):
 def _no_derivative_jvp(metric, primals, tangents):
   del primals, tangents
   raise ValueError(
-      f"{metric} is not differentiable (on any backend: its score goes through eigenvalue "
-      "cut-offs, ranks or host LAPACK). For a differentiable transferability score use "
-      "transrate_jax.transrate or transrate_jax.transrate_loss; "
-      "describe_metrics() lists which metrics are.")
+      f"{metric} is not differentiable, on any backend (describe_metrics() says which metrics "
+      "are). For a differentiable transferability score use transrate_jax.transrate or "
+      "transrate_jax.transrate_loss.")
 
 
 def no_derivative(x, metric: str):

@@ -293,8 +293,9 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
     weights = kernel.class_weights(counts, n, config.weighting)
     cond = kernel.class_terms_blocks(
         z, weights, counts, index_blocks[j], class_ids[j], eps, eps_vector=eps_vector, dim=dim)
-    scores.append(kernel.conditional_score(total, cond, weights, counts, n))
-  return kernel.rank_normalized(jnp.stack(scores), lam, dim, config)
+    scores.append(kernel.assemble(total, cond, weights, counts, n, config=config, lam=lam,
+                                  dim=dim))
+  return jnp.stack(scores)
 
 
 def _with_mean(kernel):
@@ -508,11 +509,11 @@ def multilabel_kernel(features, label_matrix, dim, eps, minority=None, *,
       terms = jnp.where(one_is_minority, terms, terms[::-1])  # class 1, class 0
       counts = jnp.stack([n1, n0])
     weights = kernel.class_weights(counts, n, config.weighting)
-    score = total - jnp.tensordot(weights, terms, axes=(0, 0), precision=numerics.HIGHEST)
+    score = kernel.assemble(total, kernel.weighted_sum(weights, terms), weights, counts, n,
+                            config=config, lam=lam, dim=dim, full_included=True)
     return jnp.where((n1 > 0) & (n0 > 0), score, jnp.zeros_like(score))
 
-  scores = jax.lax.map(one_label, (masks, minority), batch_size=min(batch_size, num_labels))
-  return kernel.rank_normalized(scores, lam, dim, config)
+  return jax.lax.map(one_label, (masks, minority), batch_size=min(batch_size, num_labels))
 
 
 _multilabel_jit = jax.jit(_with_mean(multilabel_kernel),

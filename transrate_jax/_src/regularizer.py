@@ -113,9 +113,10 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
     chol_t = _cholesky(jnp.eye(d, dtype=dtype) + a_total * numerics.covariance(z))
     rate_total = jnp.sum(_half_logdet_from_chol(chol_t))
 
-  # sum_c w_c R_c: a class holding every row is R(Z); the rest on their full-rank sides.
+  # sum_c w_c R_c: a class holding every row is R(Z) (kernel.assemble adds it; the gradient
+  # below needs its weight); the rest on their full-rank sides.
   w_full = kernel.full_class_weight(weights, counts, n)
-  rate_class = w_full * rate_total
+  rate_class = jnp.zeros((), dtype)
   if plan.small == "masked":
     mat, row_small = kernel.masked_class_gram(g, labels, small, inv)
     row_w = jnp.where(row_small, weights[labels], 0.0)  # [n]: w_c of each small row's class
@@ -137,7 +138,8 @@ def _loss_parts(features, labels, eps, *, num_classes: int, weighting: str, with
     chol_l = _cholesky(jnp.eye(d, dtype=dtype) + a_large[:, None, None] * covs)  # [K, d, d]
     rate_class = rate_class + jnp.sum(w_large * jnp.sum(_half_logdet_from_chol(chol_l), axis=-1))
 
-  loss = rate_class - rate_total
+  loss = -kernel.assemble(rate_total, rate_class, weights, counts, n,
+                          config=kernel.Config(weighting=weighting))
   if not with_grad:
     return loss
 

@@ -429,8 +429,8 @@ def score_from_moments(counts, sums, second, shift, eps, *, config, centre: bool
   total, terms = all_terms[0], all_terms[1:]
   lam = lam_all[0] if config.rank_normalize else None
   weights = kernel.class_weights(nc, n, config.weighting)
-  score = total - jnp.tensordot(weights, terms, axes=(0, 0), precision=numerics.HIGHEST)
-  return kernel.rank_normalized(score, lam, d, config)
+  return kernel.assemble(total, kernel.weighted_sum(weights, terms), weights, nc, n,
+                         config=config, lam=lam, dim=d, full_included=True)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "centre", "eps_vector"))

@@ -345,13 +345,43 @@ def class_terms_from_moments(moments, class_ids, weights, counts, eps, *, eps_ve
   if eps_vector:
     rank = jnp.minimum(counts[ids], dim).astype(jnp.int32)
   terms = half_logdet(mats, safe_inverse(counts[ids]), eps, eps_vector=eps_vector, rank=rank)
-  return jnp.tensordot(weights[ids], terms, axes=(0, 0), precision=numerics.HIGHEST)
+  return weighted_sum(weights[ids], terms)
 
 
-def conditional_score(total, cond, weights, counts, n):
-  """``R(Z) - sum_c w_c R_c`` from ``total = R(Z)`` and the class terms ``cond`` of the layouts,
-  which leave out the classes holding every row (added here, :func:`full_class_weight`)."""
-  return total - (cond + full_class_weight(weights, counts, n) * total)
+def weighted_sum(weights: jax.Array, terms: jax.Array) -> jax.Array:
+  """``sum_c w_c terms_c`` over the leading axis (``[K]``, ``[K, ...]`` -> ``[...]``), HIGHEST."""
+  return jnp.tensordot(weights, terms, axes=(0, 0), precision=numerics.HIGHEST)
+
+
+def assemble(total, class_sum, weights, counts, n, *, config: Config, lam=None, dim=None,
+             full_included: bool = False):
+  """The TransRate score from its terms: the one place every path puts it together.
+
+      TrR = R(Z) - sum_c w_c R_c                (divided by rank(Z^T Z / n): official preset)
+
+  Every path (class blocks, the dense traced layouts, host moments, the sweep, streaming and
+  sharding, regression and multi-label targets, the regularizer) computes its log-determinant
+  terms its own way and calls this.
+
+  Args:
+    total: ``R(Z)``, scalar or [E].
+    class_sum: ``sum_c w_c R_c`` over the classes the layout scored: without the classes that hold
+      every row (the layouts leave them out: their ``R_c`` is ``R(Z)``, added here with
+      :func:`full_class_weight`), or with them when ``full_included``.
+    weights: [C] the class weights ``w_c`` (:func:`class_weights`).
+    counts: [C] the class counts ``n_c``.
+    n: the number of rows.
+    config: the :class:`Config` (its ``rank_normalize``).
+    lam: the eigenvalues of ``Z^T Z`` for the official rank rule (:func:`total_rate`), or None.
+    dim: the true feature width (the rank rule's size).
+    full_included: whether ``class_sum`` already holds the classes that have every row.
+
+  Returns:
+    The score, the shape of ``total``.
+  """
+  if not full_included:
+    class_sum = class_sum + full_class_weight(weights, counts, n) * total
+  return rank_normalized(total - class_sum, lam, dim, config)
 
 
 # Traced labels (static C, unknown n_c): the class layouts.
@@ -603,7 +633,7 @@ def transrate_kernel(features, labels, index_blocks, class_ids, dim, eps, *, con
   else:
     cond = class_terms_dense(z, labels, weights, counts, eps, num_classes=num_classes,
                              eps_vector=eps_vector, dim=dim, layout=layout)
-  return rank_normalized(conditional_score(total, cond, weights, counts, n), lam, dim, config)
+  return assemble(total, cond, weights, counts, n, config=config, lam=lam, dim=dim)
 
 
 @functools.partial(
@@ -794,7 +824,7 @@ def transrate_from_moments_jit(total, classes, class_ids, counts, eps, *, config
   if classes.shape[0]:
     cond = class_terms_from_moments([classes], [class_ids], weights, counts, eps,
                                     eps_vector=False)
-  return conditional_score(rate, cond, weights, counts, n)
+  return assemble(rate, cond, weights, counts, n, config=config)
 
 
 def transrate_host_products(features, labels, eps, *, config: Config, num_classes: int,
