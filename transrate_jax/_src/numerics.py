@@ -47,13 +47,15 @@ def as_float(x) -> jax.Array:
 def center(x: jax.Array, axis: int = 0) -> jax.Array:
   """``x - mean(x, axis)`` computed with a shift, so a large common offset does not cancel.
 
-  The first row is subtracted first (exactly, for rows near it: the offset goes away without
-  rounding), then the mean of the residual, twice (the second pass removes the rounding of the
-  first mean). The shift is a data row, not a computed mean, because XLA may recompute the
-  centring inside each consumer it fuses into (a gather of class rows with traced indices does)
-  and round a computed mean differently there (``sum * (1/n)`` against ``sum / n``): an
-  inconsistency of one ulp of the offset, which with an offset of 1e6 moved float32 TransRate by
-  2.6e-3 (``tests/test_float32.py``, docs/numerics.md). A recomputed data row is the same number.
+  Each column is brought to unit size by a power of two (exact), its first row subtracted (exact
+  for rows near it: the offset goes away without rounding), then the mean of the residual, twice
+  (the second pass removes the rounding of the first mean), and the power of two undone. The
+  shift is a data row rather than a first-pass mean because XLA may recompute the centring inside
+  each consumer it fuses into (a gather of class rows with traced indices does) and round a mean
+  differently there (``sum * (1/n)`` against ``sum / n``): an inconsistency of one ulp of the
+  offset, which with an offset of 1e6 moved float32 TransRate by 2.6e-3
+  (``tests/test_float32.py``, docs/numerics.md). A recomputed data row is the same number, and
+  the unit scale keeps the residuals' sums from overflowing (features near 1e36 in float32).
 
   Args:
     x: [..., n, ...] float array.
@@ -62,10 +64,13 @@ def center(x: jax.Array, axis: int = 0) -> jax.Array:
   Returns:
     ``x`` centred along ``axis``, same shape and dtype.
   """
-  shift = jax.lax.stop_gradient(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
-  r = x - shift
+  top = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+  _, exponent = jnp.frexp(jnp.where(top > 0, top, jnp.ones((), x.dtype)))
+  scale = jax.lax.stop_gradient(jnp.ldexp(jnp.ones((), x.dtype), exponent))  # 2^e > max |x|
+  y = x / scale
+  r = y - jax.lax.stop_gradient(jax.lax.slice_in_dim(y, 0, 1, axis=axis))
   r = r - jnp.mean(r, axis=axis, keepdims=True)
-  return r - jnp.mean(r, axis=axis, keepdims=True)
+  return (r - jnp.mean(r, axis=axis, keepdims=True)) * scale
 
 
 def matmul_tn(a: jax.Array, b: jax.Array) -> jax.Array:
