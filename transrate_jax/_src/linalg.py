@@ -136,10 +136,9 @@ def _triangular_inverse_jvp(lower, primals, tangents):
 
 
 def _solve_raw(a, b, left_side, lower, transpose_a):
-  if _sequential():
-    return _over_leading(_single_triangular_solve(left_side, lower, transpose_a), (2, 2), a, b)
-  return jax.lax.linalg.triangular_solve(a, b, left_side=left_side, lower=lower,
-                                         transpose_a=transpose_a)
+  # The custom_jvp functions here serve the sequential (CPU) path only; elsewhere the public
+  # functions call JAX's own.
+  return _over_leading(_single_triangular_solve(left_side, lower, transpose_a), (2, 2), a, b)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
