@@ -18,8 +18,8 @@ calls ``jax.default_backend()`` to choose a code path. The branches:
   (:mod:`transrate_jax._src.linalg`). Not a numerical branch: the XLA CPU runtime's property
   (see :mod:`linalg`), on whenever the platform is the CPU, also under the switch below.
 
-**The switch.** ``TRANSRATE_JAX_BRANCHES=accelerator`` in the environment (read when the policy
-is first asked for), or :func:`accelerator_branches` as a context manager, makes the CPU take
+**The switch.** ``TRANSRATE_JAX_BRANCHES=accelerator`` in the environment (read at each call of
+:func:`policy`; a program already traced keeps the branches it was traced with), or :func:`accelerator_branches` as a context manager, makes the CPU take
 exactly the branches a GPU or TPU takes: XLA products and eigensolvers, batched ``vmap``
 programs, no ``pure_callback``, whole-array gathers and device sorts. CI runs the numerical test
 suites both ways. ``TRANSRATE_JAX_BRANCHES=auto`` (or unset) is the default: each platform its
