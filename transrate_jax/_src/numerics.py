@@ -239,7 +239,7 @@ def host_product(a: np.ndarray, *, gram: bool, lower: bool = False) -> np.ndarra
 _PARTIAL_EIGH_MAX_FRACTION = 0.25
 
 
-def _host_in_dtype(fn, dtype, *arrays, **kwargs):
+def host_in_dtype(fn, dtype, *arrays, out_dtype=None, **kwargs):
   """``fn(*arrays, **kwargs)`` with the arrays in ``dtype``, the dtype the program was traced for.
 
   A callback's arguments can reach the host in another float dtype than the trace saw: a float64
@@ -248,7 +248,12 @@ def _host_in_dtype(fn, dtype, *arrays, **kwargs):
   dtype"). Casting float32 values to float64 is exact, so the float64 computation is the one the
   trace asked for.
   """
-  return fn(*(np.asarray(a, dtype) for a in arrays), **kwargs)
+  if out_dtype is None:
+    return fn(*(np.asarray(a, dtype) for a in arrays), **kwargs)
+  # Float arrays in dtype, the rest (labels) as they are; the result in the declared out_dtype.
+  cast = [np.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
+          for a in arrays]
+  return np.asarray(fn(*cast, **kwargs), out_dtype)
 
 
 def _product_eigh_host(z: np.ndarray, *, gram: bool, top):
@@ -301,7 +306,7 @@ def product_eigh(z: jax.Array, *, gram: bool = False,
   kept = k if top is None else int(top)
   if _eigen_on_host(z):
     shapes = (jax.ShapeDtypeStruct((kept,), z.dtype), jax.ShapeDtypeStruct((k, kept), z.dtype))
-    return jax.pure_callback(functools.partial(_host_in_dtype, _product_eigh_host, z.dtype,
+    return jax.pure_callback(functools.partial(host_in_dtype, _product_eigh_host, z.dtype,
                                                gram=gram, top=top), shapes,
                              z, vmap_method="sequential")
   w, v = linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
@@ -386,7 +391,7 @@ def product_spectrum(z: jax.Array, b: jax.Array, *,
   if _eigen_on_host(z, b):
     b = b.astype(z.dtype)
     shapes = (jax.ShapeDtypeStruct((k,), z.dtype), jax.ShapeDtypeStruct(b.shape, z.dtype))
-    return jax.pure_callback(functools.partial(_host_in_dtype, _product_spectrum_host, z.dtype,
+    return jax.pure_callback(functools.partial(host_in_dtype, _product_spectrum_host, z.dtype,
                                                gram=gram), shapes, z, b,
                              vmap_method="sequential")
   w, v = linalg.eigh(matmul_nt(z, z) if gram else covariance(z))

@@ -103,7 +103,9 @@ def _parc_kernel(x, y, *, num_classes, pca_dim):
   corr = numerics.gram(z)  # [n, n]
   if backend.policy().host_ranks:
     # XLA's CPU sort is ~50x slower than NumPy's: rank on the host (same ranks, ties averaged).
-    spearman = jax.pure_callback(_spearman_host, jax.ShapeDtypeStruct((), x.dtype), corr, y,
+    spearman = jax.pure_callback(functools.partial(numerics.host_in_dtype, _spearman_host,
+                                                   corr.dtype, out_dtype=x.dtype),
+                                 jax.ShapeDtypeStruct((), x.dtype), corr, y,
                                  vmap_method="sequential")
   else:
     spearman = _spearman_device(corr, y, x.dtype)
