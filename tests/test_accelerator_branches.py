@@ -72,3 +72,51 @@ def test_numerical_suites_pass_on_the_accelerator_branches():
   tail = proc.stdout[-6000:] + proc.stderr[-3000:]
   assert proc.returncode == 0, f"accelerator-branch run failed:\n{tail}"
   assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
+
+
+
+_THREAD_LOCAL_X64 = """
+import concurrent.futures
+import jax
+import numpy as np
+import transrate_jax as tj
+from transrate_jax._src import backend
+
+assert not jax.config.jax_enable_x64
+rng = np.random.default_rng(0)
+x = rng.normal(size=(3000, 64))
+y = np.arange(3000) % 4
+x[:, 0] += 0.5 * y
+names = ("logme", "hscore", "parc", "transrate")
+reference = [float(getattr(tj, name)(x.astype(np.float32), y)) for name in names]
+
+def score_in_block():
+  with jax.enable_x64(True):
+    assert not backend.host_callback(np.float64) and backend.host_callback(np.float32)
+    got = [getattr(tj, name)(x, y) for name in names]
+    assert all(g.dtype == np.float64 for g in got)
+    return [float(g) for g in got]
+
+on_worker = concurrent.futures.ThreadPoolExecutor(max_workers=1).submit(score_in_block).result()
+for got in (score_in_block(), on_worker):
+  np.testing.assert_allclose(got, reference, rtol=1e-4)
+assert backend.host_callback(np.float32) and not backend.host_callback(np.float64)
+with jax.enable_x64(True):
+  jax.config.update("jax_enable_x64", True)  # on for the process: the host branches again
+  assert backend.host_callback(np.float64)
+print("ok")
+"""
+
+
+@pytest.mark.timeout(600)
+def test_float64_in_a_thread_local_x64_block():
+  """``with jax.enable_x64(True):`` is thread-local, and an XLA worker thread runs host callbacks
+  and converts their results to its own dtypes (float32): a float64 program traced in such a
+  block must not return float64 through a callback. LogME, H-score and PARC failed with
+  "Incorrect output dtype" in the demo's scoring thread (4 of 12 calls at this size, whose
+  programs run asynchronously, before the fix). Run in a process with float64 off (the tests
+  turn it on), on the caller's thread and on a worker's."""
+  env = dict(os.environ, JAX_ENABLE_X64="0", JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, "-c", _THREAD_LOCAL_X64], cwd=_ROOT, env=env,
+                        capture_output=True, text=True, timeout=540)
+  assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

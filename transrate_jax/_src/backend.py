@@ -14,6 +14,15 @@ calls ``jax.default_backend()`` to choose a code path. The branches:
   only.
 * ``host_ranks``: PARC ranks its dissimilarities by NumPy's sort on the host (XLA's CPU sort is
   about 50x slower). The CPU only.
+
+  The two host branches return their results through ``jax.pure_callback``, and a callback may
+  return float64 only where float64 is on for the whole process: JAX converts a callback's results
+  to the dtypes of the thread that runs it, which on the CPU is often an XLA worker thread that
+  does not see a thread-local ``with jax.enable_x64(True):`` block, so a float64 program traced in
+  such a block fails ("Incorrect output dtype ... Expected: float64, Actual: float32").
+  :func:`host_callback` answers for a dtype; a float64 program traced under a thread-local x64
+  block takes the accelerator branch for that step instead (tested in
+  ``tests/test_accelerator_branches.py``).
 * ``sequential_lapack``: every LAPACK factorisation in a program is of one matrix
   (:mod:`transrate_jax._src.linalg`). Not a numerical branch: the XLA CPU runtime's property
   (see :mod:`linalg`), on whenever the platform is the CPU, also under the switch below.
@@ -31,9 +40,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 from typing import Iterator, Optional
 
 import jax
+import numpy as np
 
 from transrate_jax._src import lapack_threads
 
@@ -96,6 +107,26 @@ def policy() -> Policy:
                          one_matrix_per_program=cpu_branches, row_blocks=cpu_branches,
                          host_ranks=cpu_branches, sequential_lapack=platform == "cpu")
   return _cache[key]
+
+
+def _x64_for_the_process() -> bool:
+  """Whether float64 is on outside any thread-local ``jax.enable_x64`` block: the setting a thread
+  that never entered one (an XLA worker running a callback) reads."""
+  seen = []
+  probe = threading.Thread(target=lambda: seen.append(bool(jax.config.jax_enable_x64)))
+  probe.start()
+  probe.join()
+  return seen[0]
+
+
+def host_callback(dtype) -> bool:
+  """Whether a host branch (``host_linalg``, ``host_ranks``) may return ``dtype`` arrays through
+  ``jax.pure_callback``: any float dtype but float64, and float64 only when ``jax_enable_x64``
+  is on for the process, not just in this thread (see the module docstring). Read at trace time.
+  """
+  if np.dtype(dtype) != np.float64:
+    return True
+  return _x64_for_the_process()
 
 
 @contextlib.contextmanager

@@ -239,23 +239,6 @@ def host_product(a: np.ndarray, *, gram: bool, lower: bool = False) -> np.ndarra
 _PARTIAL_EIGH_MAX_FRACTION = 0.25
 
 
-def host_in_dtype(fn, dtype, *arrays, out_dtype=None, **kwargs):
-  """``fn(*arrays, **kwargs)`` with the arrays in ``dtype``, the dtype the program was traced for.
-
-  A callback's arguments can reach the host in another float dtype than the trace saw: a float64
-  rescore traced under ``jax.enable_x64`` (a thread-local setting) whose callback runs on a thread
-  without it got float32 arrays, returned float32, and JAX refused the result ("Incorrect output
-  dtype"). Casting float32 values to float64 is exact, so the float64 computation is the one the
-  trace asked for.
-  """
-  if out_dtype is None:
-    return fn(*(np.asarray(a, dtype) for a in arrays), **kwargs)
-  # Float arrays in dtype, the rest (labels) as they are; the result in the declared out_dtype.
-  cast = [np.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
-          for a in arrays]
-  return np.asarray(fn(*cast, **kwargs), out_dtype)
-
-
 def _product_eigh_host(z: np.ndarray, *, gram: bool, top):
   """Host half of :func:`product_eigh`: ``syrk``, then LAPACK's divide-and-conquer ``syevd`` (all
   pairs) or, for a few leading pairs, ``syevr`` by index."""
@@ -276,10 +259,10 @@ def _product_eigh_host(z: np.ndarray, *, gram: bool, top):
 
 def _eigen_on_host(*arrays) -> bool:
   """Whether :func:`product_eigh` / :func:`product_spectrum` run on the host: the backend
-  policy's ``host_linalg`` (the CPU), a float32/float64 ``z`` (the first array) and unbatched
-  (2-D) arrays."""
+  policy's ``host_linalg`` (the CPU), a float32/float64 ``z`` (the first array) that a callback
+  may return (:func:`backend.host_callback`) and unbatched (2-D) arrays."""
   return (backend.policy().host_linalg and arrays[0].dtype in (jnp.float32, jnp.float64)
-          and all(a.ndim == 2 for a in arrays))
+          and backend.host_callback(arrays[0].dtype) and all(a.ndim == 2 for a in arrays))
 
 
 def product_eigh(z: jax.Array, *, gram: bool = False,
@@ -306,8 +289,7 @@ def product_eigh(z: jax.Array, *, gram: bool = False,
   kept = k if top is None else int(top)
   if _eigen_on_host(z):
     shapes = (jax.ShapeDtypeStruct((kept,), z.dtype), jax.ShapeDtypeStruct((k, kept), z.dtype))
-    return jax.pure_callback(functools.partial(host_in_dtype, _product_eigh_host, z.dtype,
-                                               gram=gram, top=top), shapes,
+    return jax.pure_callback(functools.partial(_product_eigh_host, gram=gram, top=top), shapes,
                              z, vmap_method="sequential")
   w, v = linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
   return w[..., k - kept:], v[..., k - kept:]
@@ -391,8 +373,7 @@ def product_spectrum(z: jax.Array, b: jax.Array, *,
   if _eigen_on_host(z, b):
     b = b.astype(z.dtype)
     shapes = (jax.ShapeDtypeStruct((k,), z.dtype), jax.ShapeDtypeStruct(b.shape, z.dtype))
-    return jax.pure_callback(functools.partial(host_in_dtype, _product_spectrum_host, z.dtype,
-                                               gram=gram), shapes, z, b,
+    return jax.pure_callback(functools.partial(_product_spectrum_host, gram=gram), shapes, z, b,
                              vmap_method="sequential")
   w, v = linalg.eigh(matmul_nt(z, z) if gram else covariance(z))
   return w, matmul_tn(v, b.astype(z.dtype))

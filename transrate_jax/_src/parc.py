@@ -101,11 +101,9 @@ def _parc_kernel(x, y, *, num_classes, pca_dim):
   norm = jnp.linalg.norm(z, axis=1, keepdims=True)
   z = z / jnp.where(norm > 0, norm, 1.0)  # a row at the mean correlates 0 with every row
   corr = numerics.gram(z)  # [n, n]
-  if backend.policy().host_ranks:
+  if backend.policy().host_ranks and backend.host_callback(x.dtype):
     # XLA's CPU sort is ~50x slower than NumPy's: rank on the host (same ranks, ties averaged).
-    spearman = jax.pure_callback(functools.partial(numerics.host_in_dtype, _spearman_host,
-                                                   corr.dtype, out_dtype=x.dtype),
-                                 jax.ShapeDtypeStruct((), x.dtype), corr, y,
+    spearman = jax.pure_callback(_spearman_host, jax.ShapeDtypeStruct((), x.dtype), corr, y,
                                  vmap_method="sequential")
   else:
     spearman = _spearman_device(corr, y, x.dtype)
