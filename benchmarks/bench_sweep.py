@@ -26,7 +26,7 @@ from bench_transrate import exact_floor, floor_matmul, timed  # noqa: E402
 
 from transrate_jax._src import streaming
 from transrate_jax._src import sweep
-from transrate_jax._src import transrate_kernel
+from transrate_jax._src.transrate import kernel as transrate_kernel
 from transrate_jax._src.transrate import transrate
 
 CPU_WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 1024, 1024, 1024, 2048, 2048, 2048]

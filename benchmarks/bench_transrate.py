@@ -27,7 +27,7 @@ import numpy as np
 
 import transrate_jax as tj
 from transrate_jax._src import lapack_threads
-from transrate_jax._src import transrate_kernel as kernel
+from transrate_jax._src.transrate import kernel as kernel
 
 SHAPES = [(10000, 512, 10), (10000, 2048, 100), (50000, 2048, 100)]
 QUICK_SHAPES = [(2000, 256, 10), (4000, 512, 20)]
@@ -74,7 +74,7 @@ def exact_floor(features, labels, repeats):
   products in one compiled program, so no per-call dispatch counts) and with NumPy's BLAS/LAPACK
   (``z.T @ z`` is OpenBLAS ``syrk``: half the flops), and the faster of the two is kept for each:
   ``floor = products + factorisations``. (The Cholesky factorisations run one call each: one XLA
-  CPU program holding many LAPACK calls can deadlock, see the README's CPU notes.)
+  CPU program holding many batched LAPACK calls can deadlock; docs/numerics.md, "Hangs".)
 
   Returns:
     ``{"products_xla_s", "products_numpy_s", "cholesky_xla_s", "cholesky_numpy_s", "floor_s"}``.

@@ -1,6 +1,6 @@
 """Which metric, which width mode, for model, layer and joint model x layer selection on real backbones?
 
-The measurement behind the library's recommendation (README, "Which metric should I trust?").
+The measurement behind the library's recommendation (docs/choosing.md).
 The demo's task (MNIST 32 px, 500 target-train / 1500 target-test images) and candidates (the
 four ImageNet backbones and their random-init controls). For every candidate and every stage it
 sweeps (stem, blocks, head):

@@ -186,7 +186,7 @@ def test_repro_low_rank_features_rescued_in_float64():
   then score the same float32 values in float64 and return that score in float32. Traced calls
   (``jit``, ``transrate_loss``) and the eigenvalue paths (vector eps, streaming, sharding) are
   not rescued; docs/numerics.md, "Rank deficiency in the data", says how far off they are."""
-  from transrate_jax._src import transrate_kernel  # pylint: disable=import-outside-toplevel
+  from transrate_jax._src.transrate import kernel as transrate_kernel  # pylint: disable=import-outside-toplevel
   f, y = _repro_low_rank(3.0)
   expected = reference.transrate(f.astype(np.float64), y)
   raw = transrate_kernel.transrate_host_products(
@@ -232,7 +232,7 @@ def test_official_rows_with_large_offset():
   # ~|F - c| / |c| digits; the shifted form keeps them (the plain float32 difference is ~1e-4 and
   # ~1e-2 off here). (The official score itself at 1e4 also depends on the dtype's rank threshold:
   # a real eigenvalue 5e-7 below the largest is under float32's matrix_rank tolerance.)
-  from transrate_jax._src import transrate_kernel as transrate_src  # pylint: disable=C0415
+  from transrate_jax._src.transrate import kernel as transrate_src  # pylint: disable=C0415
   f, _ = _repro_seventeen_classes()
   config = transrate_src.resolve_config(None, "official")
   for offset in (1e4, 1e6):

@@ -285,8 +285,10 @@ def test_graph_sees_the_library():
   # The public package is a node, and its __init__ imports the core module.
   assert "transrate_jax._src.transrate" in graph["transrate_jax"]
   # `from transrate_jax._src import validation` resolves to the module, not the package.
-  assert "transrate_jax._src.validation" in graph["transrate_jax._src.transrate"]
-  assert "transrate_jax._src" not in graph["transrate_jax._src.transrate"]
+  assert "transrate_jax._src.validation" in graph["transrate_jax._src.transrate.api"]
+  assert "transrate_jax._src" not in graph["transrate_jax._src.transrate.api"]
+  # `from transrate_jax._src.transrate import kernel` is an edge to the module in the package.
+  assert "transrate_jax._src.transrate.kernel" in graph["transrate_jax._src.transrate.api"]
   # A lazy import inside a function is an edge (cli imports the whole public API in a function).
   sites = graph["transrate_jax._src.cli"]["transrate_jax"]
   assert any(site.function for site in sites)

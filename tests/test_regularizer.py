@@ -42,7 +42,7 @@ def test_shapes_pick_the_layouts_they_are_named_for():
   # (R(Z) on the Gram side?, class layout for n_c <= d, covariance slots for n_c > d.)
   expect = {"gram": (True, "masked", 0), "covariance": (False, "blocks", 3),
             "mixed": (False, "masked", 1)}
-  from transrate_jax._src.transrate_kernel import dense_layout, gram_side
+  from transrate_jax._src.transrate.kernel import dense_layout, gram_side
   for name, (n, d, c) in SHAPES.items():
     layout = dense_layout(n, d, c)
     got = (gram_side(n, d), layout.small, layout.large_slots)

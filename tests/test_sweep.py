@@ -12,7 +12,7 @@ from transrate_jax._src import backend
 from transrate_jax._src import numerics
 from transrate_jax._src import registry
 from transrate_jax._src import sweep
-from transrate_jax._src import transrate_kernel
+from transrate_jax._src.transrate import kernel as transrate_kernel
 from transrate_jax._src.transrate import transrate
 
 _RTOL = {np.float64: 1e-10, np.float32: 1e-4}

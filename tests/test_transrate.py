@@ -8,7 +8,7 @@ import pytest
 import cases_transrate
 import reference
 import transrate_jax as tj
-from transrate_jax._src import transrate_kernel as transrate_src
+from transrate_jax._src.transrate import kernel as transrate_src
 
 ALL_CASES = {**cases_transrate.CASES, **cases_transrate.ORACLE_ONLY_CASES}
 SETTINGS = [

@@ -68,6 +68,8 @@ def pool(x, mode: str | Callable[[jax.Array], jax.Array] = "mean") -> jax.Array:
     [n, d] array.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from transrate_jax.capture import pool
     >>> pool(jnp.ones((4, 7, 7, 32)), "mean").shape
     (4, 32)
   """
@@ -348,9 +350,13 @@ def intermediates(
       variables, a bad ``pool`` or ``batch_size``.
 
   Example:
-    >>> feats = intermediates(model, x_test, layers="blocks/*", progress=False)
-    >>> {k: v.shape for k, v in feats.items()}  # doctest: +SKIP
-    {'blocks/0': (512, 64), 'blocks/1': (512, 32)}
+    >>> from transrate_jax import zoo
+    >>> from transrate_jax.capture import intermediates
+    >>> x, y, _, _ = zoo.load_target_task()
+    >>> feats = intermediates(zoo.load("cnn_s_digits04"), x, layers="blocks/*", progress=False)
+    >>> {k: v.shape for k, v in feats.items()}
+    {'blocks/0/conv': (229, 8), 'blocks/0': (229, 8),
+     'blocks/1/conv': (229, 16), 'blocks/1': (229, 16)}
   """
   validation.check_positive_int(batch_size, "batch_size")
   if not callable(pool) and pool not in POOL_MODES:

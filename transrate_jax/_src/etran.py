@@ -108,14 +108,14 @@ def etran(features, labels, *, num_classes: int | None = None,
   Higher is better. The two terms, as the public code computes them:
 
   * energy (``Energy_Score(features, 0.5, 'bot')``): the features are read as logits, each
-    sample's energy score is ``E_i = logsumexp_j x_ij`` (free energy with the sign flipped), and
+    sample's energy score is ``E_i = logsumexp_j x_ij`` (free energy with the sign flipped), and ::
 
         S_en = mean of the k lowest E_i,   k = int(10 p) * n // 1000   (p = energy_percent),
 
     i.e. the lowest 0.5 % of the samples by default (at least one sample: the public code averages
     an empty set, NaN, when n < 200);
   * LDA (``LDA_Score(features, labels)``): the probability an LDA-style classifier fitted on the
-    data gives the true class,
+    data gives the true class, ::
 
         logit_ic = x_i . mu_c - |mu_c|^2 / 2 + log pi_c,   S_lda = mean_i softmax_c(logit_i)[y_i],
 

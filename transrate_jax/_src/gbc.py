@@ -55,7 +55,7 @@ def gbc(features, labels, *, gaussian: str = "spherical", pca_dim: int = 64,
 
   Higher is better (less overlap between classes). Each class is modelled by a Gaussian with
   its mean and a diagonal covariance (per-dimension population variance, floored at 1e-4) or a
-  spherical one (the mean of those variances); then
+  spherical one (the mean of those variances); then ::
 
       D_B(c, c') = 1/8 sum_j (mu_cj - mu_c'j)^2 / s_j
                    + 1/2 [sum_j log s_j - 1/2 sum_j log s_cj - 1/2 sum_j log s_c'j],

@@ -416,7 +416,7 @@ def logme(features, labels, *, regression: bool = False, num_classes: int | None
   """LogME: mean over target columns of the maximum log evidence per sample (higher is better).
 
   For each target column ``y`` (the indicator ``labels == c`` of each class ``c`` for
-  classification, or each regression column), maximises over ``(alpha, beta)``
+  classification, or each regression column), maximises over ``(alpha, beta)`` ::
 
       L = D/2 log a + N/2 log b - 1/2 logdet(a I_D + b F^T F) - b/2 |y - F m|^2
           - a/2 |m|^2 - N/2 log 2pi,      m = b (a I_D + b F^T F)^{-1} F^T y,

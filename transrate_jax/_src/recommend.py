@@ -4,8 +4,8 @@ The recommendation comes from ``benchmarks/real_joint_selection.py`` (numbers in
 ``benchmarks/results/real_joint_selection.md``): the demo's MNIST task, eight candidates (four
 ImageNet backbones and their random-init controls), 166 (candidate, stage) feature sets, every
 registered feature metric under each width mode, against fine-tuning accuracy (model selection)
-and linear-probe accuracy per stage (layer and joint selection). It is one task; the README says
-how far it carries.
+and linear-probe accuracy per stage (layer and joint selection). It is one task; docs/choosing.md
+says how far it carries.
 """
 
 from __future__ import annotations

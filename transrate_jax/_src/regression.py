@@ -40,7 +40,7 @@ import numpy as np
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
-from transrate_jax._src import transrate_kernel as kernel
+from transrate_jax._src.transrate import kernel as kernel
 from transrate_jax._src import validation
 
 METHODS = ("quantile", "uniform", "kmeans")
@@ -273,7 +273,7 @@ def columns_kernel(features, labels, index_blocks, class_ids, dim, eps, *,
     features: [n, d] float.
     labels: [k, n] int32, row j in ``0..num_classes[j]-1``.
     index_blocks, class_ids: per column, the plan of
-      :func:`transrate_jax._src.transrate_kernel.make_block_plan`.
+      :func:`transrate_jax._src.transrate.kernel.make_block_plan`.
     dim: the true feature width (for the official rank normalisation).
     eps: scalar or [E].
     config: static ``Config``.

@@ -5,7 +5,7 @@
     R_c  = 1/2 logdet(I_d + Z_c^T Z_c / (n_c eps))           # rows of class c, not re-centred
     TrR  = R(Z) - sum_c w_c R_c                              # w_c = n_c / n ("prior") or 1 / C ("uniform")
 
-The layouts and the compiled program are in ``transrate_kernel.py``; the float32 policy they obey
+The layouts and the compiled program are in ``transrate/kernel.py``; the float32 policy they obey
 is written up in docs/numerics.md.
 """
 
@@ -16,8 +16,8 @@ from typing import Optional
 import jax
 
 from transrate_jax._src import registry
-from transrate_jax._src import transrate_kernel as kernel
 from transrate_jax._src import validation
+from transrate_jax._src.transrate import kernel
 
 
 def coding_rate(features, *, eps=1e-4) -> jax.Array:

@@ -831,8 +831,9 @@ def transrate_host_products(features, labels, eps, *, config: Config, num_classe
                             width: Optional[int] = None):
   """Eager TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
   m = host_moments(features, labels, num_classes=num_classes, width=width)
-  return transrate_from_moments_jit(m.total, m.classes, m.class_ids, m.counts, eps,
-                                    config=config, gram_total=m.gram_total)
+  with numerics.host_factorisations():  # the factorisations on the host too
+    return transrate_from_moments_jit(m.total, m.classes, m.class_ids, m.counts, eps,
+                                      config=config, gram_total=m.gram_total)
 
 
 @functools.partial(jax.jit, static_argnames=("eps_vector",))
