@@ -6,8 +6,7 @@ calls ``jax.default_backend()`` to choose a code path. The branches:
 * ``host_linalg``: products and eigendecompositions of unbatched 2-D float arrays go to SciPy's
   BLAS/LAPACK on the host through ``jax.pure_callback`` (:func:`numerics.product_eigh`,
   :func:`numerics.product_spectrum`), and an eager TransRate forms its second moments by BLAS
-  ``syrk`` on the host (``transrate.kernel.host_moments``) and factorises them by LAPACK ``potrf``
-  there (:func:`numerics.host_factorisations`). The CPU only.
+  ``syrk`` on the host (``transrate.kernel.host_moments``). The CPU only.
 * ``one_matrix_per_program``: the sweep scores a stack of feature matrices with one call of an
   unbatched program per matrix instead of one ``vmap``-ped program. The CPU only (it has no
   parallel lanes for a batch to fill).

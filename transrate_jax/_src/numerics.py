@@ -9,9 +9,7 @@ docs/numerics.md.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -159,56 +157,8 @@ def cholesky_logdiag(a: jax.Array) -> jax.Array:
   return jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1))
 
 
-_HOST_FACTORISATIONS = threading.local()
-
-
-@contextlib.contextmanager
-def host_factorisations():
-  """Programs traced in this block (this thread) factorise on the host: :func:`logdet_spd` calls
-  LAPACK's ``potrf`` by SciPy through ``jax.pure_callback`` where the backend policy's
-  ``host_linalg`` holds (the CPU) and a callback may return the dtype
-  (:func:`backend.host_callback`); elsewhere it changes nothing.
-
-  For the eager host-moments TransRate program (``transrate.kernel.transrate_host_products``),
-  whose second moments are already on the host, which is never differentiated or batched: the same
-  LAPACK routine that XLA's CPU runtime calls runs 2-3x faster outside it (11 Cholesky
-  factorisations of 2048 x 2048 float32: 0.26 s on the host, 0.54 s as one batched XLA call,
-  0.77 s one matrix per call, 2 cores, jaxlib 0.10.2), and one matrix per call on the host holds
-  no XLA thread while it waits, so it cannot wedge the runtime (linalg's module docstring).
-  Read at trace time: a program keeps what it was traced with.
-  """
-  previous = getattr(_HOST_FACTORISATIONS, "on", False)
-  _HOST_FACTORISATIONS.on = True
-  try:
-    yield
-  finally:
-    _HOST_FACTORISATIONS.on = previous
-
-
-def _logdet_spd_host(a: np.ndarray) -> np.ndarray:
-  """Host half of :func:`logdet_spd`: ``potrf`` of each matrix's upper triangle (row-major), NaN
-  where a matrix is not positive definite (as XLA's Cholesky returns)."""
-  import scipy.linalg.lapack  # pylint: disable=import-outside-toplevel  (after lapack_threads)
-  potrf = scipy.linalg.lapack.spotrf if a.dtype == np.float32 else scipy.linalg.lapack.dpotrf
-  flat = np.asarray(a).reshape((-1,) + a.shape[-2:])
-  out = np.empty(flat.shape[0], a.dtype)
-  for i, mat in enumerate(flat):
-    # The row-major upper triangle is the column-major lower triangle of mat.T (no copy).
-    chol, info = potrf(mat.T, lower=1, clean=0)
-    out[i] = 2.0 * np.sum(np.log(np.diagonal(chol))) if info == 0 else np.nan
-  return out.reshape(a.shape[:-2])
-
-
 def logdet_spd(a: jax.Array) -> jax.Array:
-  """``logdet(a)`` of symmetric positive definite ``a`` ([..., m, m] -> [...]) by Cholesky.
-
-  Only the upper triangle is read (:func:`cholesky_logdiag`). Inside :func:`host_factorisations`
-  on the CPU, by SciPy's LAPACK on the host.
-  """
-  if (getattr(_HOST_FACTORISATIONS, "on", False) and backend.policy().host_linalg
-      and a.dtype in (jnp.float32, jnp.float64) and backend.host_callback(a.dtype)):
-    return jax.pure_callback(_logdet_spd_host, jax.ShapeDtypeStruct(a.shape[:-2], a.dtype), a,
-                             vmap_method="sequential")
+  """``logdet(a)`` of symmetric positive definite ``a`` ([..., m, m] -> [...]) by Cholesky."""
   return 2.0 * jnp.sum(cholesky_logdiag(a), axis=-1)
 
 

@@ -29,8 +29,7 @@ The class terms are batched, with no Python loop over classes inside the compile
   that can have more rows than ``d`` (:func:`dense_layout`).
 
 An eager call on the CPU forms the same products by BLAS ``syrk`` on the host instead and compiles
-only the factorisations, which run on the host too (:func:`host_moments`,
-:func:`transrate_from_moments_jit`, :func:`numerics.host_factorisations`).
+only the factorisations (:func:`host_moments`, :func:`transrate_from_moments_jit`).
 """
 
 from __future__ import annotations
@@ -832,9 +831,8 @@ def transrate_host_products(features, labels, eps, *, config: Config, num_classe
                             width: Optional[int] = None):
   """Eager TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
   m = host_moments(features, labels, num_classes=num_classes, width=width)
-  with numerics.host_factorisations():  # the factorisations on the host too
-    return transrate_from_moments_jit(m.total, m.classes, m.class_ids, m.counts, eps,
-                                      config=config, gram_total=m.gram_total)
+  return transrate_from_moments_jit(m.total, m.classes, m.class_ids, m.counts, eps,
+                                    config=config, gram_total=m.gram_total)
 
 
 @functools.partial(jax.jit, static_argnames=("eps_vector",))
