@@ -281,6 +281,7 @@ def test_dead_units_on_the_gram_side_keep_float32_accuracy(n, d, monkeypatch):
   (n = 1000, 33 live of 1280: 27% off float64 on every path; n = 2000 of 300: 4e-3). An eager call
   drops the constant columns first (``kernel.informative_columns``: the same score in exact
   arithmetic) and is float32-accurate, on the host path, the compiled path and in a CPU sweep."""
+  from transrate_jax._src import backend  # pylint: disable=import-outside-toplevel
   from transrate_jax._src.transrate import kernel  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(3)
   y = np.arange(n) % 10
@@ -288,8 +289,10 @@ def test_dead_units_on_the_gram_side_keep_float32_accuracy(n, d, monkeypatch):
   f[:, :33] = 3.0 * rng.normal(size=(n, 33)) + 2.0 * np.eye(10, 33)[y] + 1.5
   f[:, 40] = 7.0  # a constant live-looking unit (a bias): also exactly 0 after centring
   want = reference.transrate(f.astype(np.float64), y)
-  got = {"default": tj.transrate(f, y),
-         "sweep": tj.transrate_many([f, f[:, :700]], y)[0]}
+  got = {"default": tj.transrate(f, y)}
+  if backend.policy().one_matrix_per_program:  # the CPU's eager sweep scores matrix by matrix;
+    # the accelerators' vmapped sweep keeps each bucket's width and the error (docs/numerics.md)
+    got["sweep"] = tj.transrate_many([f, f[:, :700]], y)[0]
   monkeypatch.setenv(kernel.HOST_PRODUCTS_ENV, "0")
   got["compiled"] = tj.transrate(f, y)
   got["tllib"] = tj.transrate(f, y, preset="tllib")
