@@ -302,6 +302,11 @@ def test_dead_units_on_the_gram_side_keep_float32_accuracy(n, d, monkeypatch):
     assert abs(float(value) - expected) <= 5e-5 * abs(expected), (name, float(value), expected)
   kept = kernel.informative_columns(f, y, kernel.resolve_config(None, None))
   assert kept.shape == (n, 33)
+  constant = np.ones((n, d), np.float32)  # every column constant, as a JAX array: one is kept
+  assert kernel.informative_columns(jax.numpy.asarray(constant), y,
+                                    kernel.resolve_config(None, None)).shape == (n, 1)
+  assert float(tj.transrate(jax.numpy.asarray(f), y)) == pytest.approx(float(got["default"]),
+                                                                       rel=1e-6)
   official = kernel.informative_columns(f, y, kernel.resolve_config(None, "official"))
   assert official.shape == (n, 34)  # rows are L2-normalised first: only zero columns go
 

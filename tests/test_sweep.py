@@ -100,6 +100,9 @@ def test_compile_count_within_buckets(monkeypatch, host):
   # the products on the host (eager CPU calls), the program only sees the moments: here n = 64 <=
   # every width, so every term is on the Gram side and all widths share one program.
   monkeypatch.setenv(transrate_kernel.HOST_PRODUCTS_ENV, "" if host else "0")
+  # From empty caches: under the accelerator switch both parameters run the same programs, and the
+  # first one run on a worker would otherwise leave the second nothing to compile.
+  jax.clear_caches()
   widths = [64, 70, 100, 120, 128, 129, 150, 200, 256, 300, 400, 512, 700, 1000, 1500, 2048]
   feats, y = _layers(widths, 64, 4, seed=5, dtype=np.float32)
   buckets = {max(sweep.numerics.bucket(d), 128) for d in widths}

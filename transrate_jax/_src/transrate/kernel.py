@@ -906,7 +906,7 @@ def informative_columns(features, labels, config: Config):
     return features
   xp = np if isinstance(features, np.ndarray) else jnp
   ref = 0 if config.normalize else features[:1]
-  keep = np.asarray(xp.any(features != ref, axis=0))
+  keep = np.array(xp.any(features != ref, axis=0), dtype=bool)  # a writable copy
   if keep.all():
     return features
   keep[np.argmax(keep)] = True  # at least one column (all constant: every rate is 0)
