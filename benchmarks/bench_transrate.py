@@ -27,7 +27,7 @@ import numpy as np
 
 import transrate_jax as tj
 from transrate_jax._src import lapack_threads
-from transrate_jax._src.transrate import kernel as kernel
+from transrate_jax._src.transrate import kernel
 
 SHAPES = [(10000, 512, 10), (10000, 2048, 100), (50000, 2048, 100)]
 QUICK_SHAPES = [(2000, 256, 10), (4000, 512, 20)]

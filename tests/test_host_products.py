@@ -10,7 +10,7 @@ import pytest
 import reference
 import transrate_jax as tj
 from transrate_jax._src import numerics as tj_numerics
-from transrate_jax._src.transrate import kernel as kernel
+from transrate_jax._src.transrate import kernel
 
 # (n, d, C): covariance-side total summed from the classes; a Gram-side total (n <= d); a mix of
 # sides; many small classes; a class holding every row but one absent label.

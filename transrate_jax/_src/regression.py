@@ -40,7 +40,7 @@ import numpy as np
 
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
-from transrate_jax._src.transrate import kernel as kernel
+from transrate_jax._src.transrate import kernel
 from transrate_jax._src import validation
 
 METHODS = ("quantile", "uniform", "kmeans")

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from transrate_jax._src import linalg
 from transrate_jax._src import numerics
-from transrate_jax._src.transrate import kernel as kernel
+from transrate_jax._src.transrate import kernel
 from transrate_jax._src import validation
 
 GRADIENTS = ("analytic", "autodiff")

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from transrate_jax._src import streaming
-from transrate_jax._src.transrate import kernel as kernel
+from transrate_jax._src.transrate import kernel
 from transrate_jax._src import validation
 
 

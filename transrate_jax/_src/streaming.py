@@ -39,7 +39,7 @@ import numpy as np
 
 from transrate_jax._src import numerics
 from transrate_jax._src import progress as progress_lib
-from transrate_jax._src.transrate import kernel as kernel
+from transrate_jax._src.transrate import kernel
 from transrate_jax._src import validation
 
 
