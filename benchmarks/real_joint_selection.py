@@ -53,18 +53,23 @@ MODES = {"raw": None, "pca-min": "min", "pca-64": 64}
 RANK_AVERAGES = {"rankavg(all)": None, "rankavg(gbc,logme,lfc)": ("gbc", "logme", "lfc")}
 
 
-def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None) -> dict:
-  """Features of every swept stage of every candidate, and each stage's probe accuracy."""
+def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None,
+            layers=None) -> dict:
+  """Features of every swept stage of every candidate, and each stage's probe accuracy.
+
+  ``layers``: the stage patterns (default ``demo.SWEEP_LAYERS``: the stem, every block, the
+  head)."""
   from transrate_jax import models as models_lib  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
   from transrate_jax._src import demo  # noqa: PLC0415
   from transrate_jax._src import probe  # noqa: PLC0415
 
+  patterns = list(demo.SWEEP_LAYERS if layers is None else layers)
   if cache is not None and pathlib.Path(cache).is_file():
     data = np.load(cache, allow_pickle=False)
     meta = json.loads(str(data["meta"]))
     if meta["task"] == task and meta["models"] == list(models or []) and (
-        meta["probe_steps"] == probe_steps):
+        meta["probe_steps"] == probe_steps) and meta.get("layer_patterns") == patterns:
       feats = {c: {k: data[f"{c}|{k}"] for k in meta["layers"][c]} for c in meta["candidates"]}
       return {"task": task, "candidates": meta["candidates"], "layers": meta["layers"],
               "penultimate": meta["penultimate"], "features": feats, "y": data["y"],
@@ -79,7 +84,7 @@ def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None) -> d
       label = name if pretrained else name + demo.RANDOM_SUFFIX
       model = models_lib.load(name, pretrained=pretrained, seed=task["seed"])
       info = models_lib.info(name)
-      scored = list(dict.fromkeys(demo.sweep_layers(info["layer_names"], demo.SWEEP_LAYERS)
+      scored = list(dict.fromkeys(demo.sweep_layers(info["layer_names"], patterns)
                                   + [info["penultimate"]]))
       tr = capture.intermediates(model, x_tr, layers=scored, batch_size=128, progress=False)
       te = capture.intermediates(model, x_te, layers=scored, batch_size=128, progress=False)
@@ -96,7 +101,7 @@ def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None) -> d
          "features": feats, "y": np.asarray(y_tr), "probe": acc, "timings": timings}
   if cache is not None:
     meta = dict(task=task, models=list(models or []), probe_steps=probe_steps, candidates=cands,
-                layers=layers, penultimate=penult, probe=acc, timings=timings)
+                layer_patterns=patterns, layers=layers, penultimate=penult, probe=acc, timings=timings)
     arrays = {f"{c}|{k}": v for c in cands for k, v in feats[c].items()}
     np.savez(cache, y=out["y"], meta=np.asarray(json.dumps(meta)), **arrays)
   return out
@@ -281,8 +286,11 @@ def main(argv=None) -> int:
              list(demo.QUICK_METRICS[:2]) + ["etran"] if args.quick else demo.feature_metrics())
   metrics = [m for m in metrics if m in tj.registered_metrics("features")]
   t0 = time.perf_counter()
+  # --quick: the stem, blocks 0-9 and the head, 12 stages per candidate (enough for the pools of
+  # 20 of the joint comparison), 5 distinct widths instead of 8 (each compiles every metric once).
   data = extract(task, models=models, probe_steps=30 if args.quick else 300,
-                 cache=args.cache or None)
+                 cache=args.cache or None,
+                 layers=("stem", "blocks/?", "head") if args.quick else demo.SWEEP_LAYERS)
   print(f"features and probes: {time.perf_counter() - t0:.1f} s", flush=True)
   t0 = time.perf_counter()
   scored = score_all(data, metrics, list(MODES))

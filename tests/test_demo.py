@@ -49,7 +49,8 @@ def _load_script(name):
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
   path = tmp_path_factory.mktemp("demo") / "demo.png"
-  return demo.run_demo(plot_path=str(path), progress=False, verbose=False, **SMALL), path
+  return demo.run_demo(plot_path=str(path), progress=False, verbose=False, metrics=["all"],
+                       **SMALL), path
 
 
 def test_sweep_layers_match_segment_by_segment():
@@ -107,6 +108,23 @@ def test_finetune_ground_truth_only_when_settings_match(monkeypatch):
   out = demo.run_demo(plot_path=None, progress=False, verbose=False, metrics=("transrate",),
                       **SMALL)
   assert out["finetune"] is None and "not on this task" in out["finetune_note"]
+
+
+def test_default_and_all_metrics():
+  feats, preds = demo.resolve_metrics(None, demo.DEMO_METRICS)
+  assert feats + preds == list(demo.DEMO_METRICS) and feats[0] == "transrate"
+  # The recommended metrics are among the defaults, so the demo can show their picks.
+  from transrate_jax._src import recommend
+  for task in ("model", "layer", "joint"):
+    assert set(recommend.recommended(task).metrics) <= set(feats)
+  feats, preds = demo.resolve_metrics(["all"], demo.DEMO_METRICS)
+  assert set(feats) == set(demo.feature_metrics()) and set(preds) == set(demo.prediction_metrics())
+  assert feats[0] == "transrate"
+  assert demo.resolve_metrics([" logme", "leep", "logme"], ()) == (["logme"], ["leep"])
+  with pytest.raises(ValueError, match="unknown metric.*'all'"):
+    demo.resolve_metrics(["transrate", "bogus"], ())
+  with pytest.raises(ValueError, match="no metric"):
+    demo.resolve_metrics([], ())
 
 
 def test_shipped_finetune_matches_the_default_task():

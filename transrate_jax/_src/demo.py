@@ -8,8 +8,9 @@ packages; see :mod:`transrate_jax.models` and :mod:`transrate_jax.datasets`):
    replicated to RGB. No backbone was trained on it.
 2. The candidates: every ported image backbone (EfficientNet-Lite0/1/2, MobileNetV2), each with its
    ImageNet weights and as the same architecture with random weights (the control).
-3. For every candidate: the features of every block on the target-train images, scored with every
-   registered metric (a layer sweep), the penultimate features (the classifier's input) scored for
+3. For every candidate: the features of every block on the target-train images, scored with
+   TransRate and its peers (:data:`DEMO_METRICS`; ``--metrics all``: every registered metric) (a
+   layer sweep), the penultimate features (the classifier's input) scored for
    model selection, and LEEP/NCE from the backbone's own ImageNet predictions.
 4. Ground truth: fine-tuning accuracy (all weights, fresh head, 3 seeds), measured once by
    ``benchmarks/real_model_selection.py`` and shipped as data with the command that made it (used
@@ -41,6 +42,7 @@ from transrate_jax._src.demo_common import finish
 from transrate_jax._src.demo_common import finite_or_none as _finite_or_none
 from transrate_jax._src.demo_common import prediction_metrics
 from transrate_jax._src.demo_common import prediction_score
+from transrate_jax._src.demo_common import resolve_metrics
 
 # The target task of the demo and of the fine-tuning ground truth: changing one of these makes the
 # shipped fine-tuning accuracies inapplicable (the demo then reports the probe only).
@@ -48,6 +50,12 @@ TASK = dict(dataset="mnist", image_size=32, n=2000, test_fraction=0.75, seed=0)
 # Where benchmarks/real_model_selection.py writes the fine-tuning ground truth the demo reads.
 FINETUNE_DATA = "real_finetune_mnist.json"
 RANDOM_SUFFIX = " (random)"
+# What the demo scores by default (``--metrics all``: every registered metric, about 2 minutes more
+# of XLA compilation on a 2-core CPU, docs/benchmarks.md): TransRate; the library's recommended
+# metrics (tj.recommended: k-NN accuracy for model choice, the regularized H-score for layer and
+# joint choice); LogME, the field's standard baseline; GBC, a class-separability estimate like
+# TransRate; LEEP and NCE, the source-prediction baselines (free: they read the logits).
+DEMO_METRICS = ("transrate", "knn_accuracy", "regularized_hscore", "gbc", "etran", "leep", "nce")
 # The metrics the benchmarks' --quick modes use (they exercise the code, not every metric: a
 # metric compiles once per feature width, which dominates small runs).
 QUICK_METRICS = ("transrate", "logme", "leep")
@@ -133,8 +141,8 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   Args:
     models: image backbone names (default: every one of ``models.list_models("image")``).
     random_init: add each backbone's random-init control as a candidate.
-    metrics: feature metric names (default: every registered one); ``"leep"``/``"nce"`` are
-      computed from the backbones' ImageNet predictions.
+    metrics: metric names (default :data:`DEMO_METRICS`; ``["all"]``: every registered metric);
+      ``"leep"``/``"nce"`` are computed from the backbones' ImageNet predictions.
     image_size: side of the resized MNIST images (keyword-only int).
     n: MNIST images used (``n // 10`` per digit; keyword-only int).
     test_fraction: share of them in the target-test split (stratified).
@@ -164,15 +172,7 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   start = time.perf_counter()
   timings = {"load": {}, "extract": {}, "images_per_s": {}}
   names = list(models) if models is not None else models_lib.list_models("image")
-  known = feature_metrics()
-  predictions = prediction_metrics()
-  wanted = list(metrics) if metrics is not None else known + predictions
-  unknown = sorted(set(wanted) - set(known) - set(predictions))
-  if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; choose from "
-                     f"{', '.join(known + predictions)}.")
-  feat_metrics = [m for m in wanted if m in known]
-  pred_metrics = [m for m in wanted if m in predictions]
+  feat_metrics, pred_metrics = resolve_metrics(metrics, DEMO_METRICS)
 
   t = time.perf_counter()
   x_tr, y_tr, x_te, y_te = load_task(image_size=image_size, n=n, test_fraction=test_fraction,
@@ -202,6 +202,8 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
   t_start = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     for (name, pretrained), label in zip(candidates, labels):
+      if bar is not None:
+        bar.set_postfix_str(f"loading {label}")
       t = time.perf_counter()
       model = models_lib.load(name, pretrained=pretrained, seed=seed)
       timings["load"][label] = time.perf_counter() - t
@@ -209,6 +211,8 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
       info = models_lib.info(name)
       pen = info["penultimate"]
       scored = list(dict.fromkeys(sweep_layers(info["layer_names"], layers) + [pen]))
+      if bar is not None:
+        bar.set_postfix_str(f"extracting {label}")
       t = time.perf_counter()
       feats = capture.intermediates(model, x_tr, layers=scored + ["output"],
                                     batch_size=batch_size, progress=False)
@@ -227,6 +231,8 @@ def run_demo(*, models: Optional[Sequence[str]] = None, random_init: bool = True
                                    feat_metrics, failures, label, bar)
       if bar is not None:
         bar.update(1)
+    if bar is not None:
+      bar.set_postfix_str("scoring")
     sweeps = {c: f.result() for c, f in pending.items()}
   if bar is not None:
     bar.close()

@@ -12,8 +12,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
-__all__ = ("feature_metrics", "finish", "finite_or_none", "prediction_metrics",
-           "prediction_score")
+__all__ = ("ALL", "feature_metrics", "finish", "finite_or_none", "prediction_metrics",
+           "prediction_score", "resolve_metrics")
+
+# ``--metrics all`` (``metrics=("all",)``): every registered metric.
+ALL = "all"
 
 
 def feature_metrics() -> list:
@@ -27,6 +30,34 @@ def prediction_metrics() -> list:
   from transrate_jax._src import registry  # noqa: PLC0415
   return list(registry.registered_metrics("source_probs")
               + registry.registered_metrics("source_labels"))
+
+
+def resolve_metrics(metrics, default) -> tuple:
+  """``(feature metrics, prediction metrics)`` a demo scores, in the order asked.
+
+  Args:
+    metrics: metric names, None (``default``) or ``["all"]`` (every registered metric, feature
+      metrics first, TransRate first among them).
+    default: the names used for None.
+
+  Raises:
+    ValueError: an unknown name, or an empty list.
+  """
+  feats, preds = feature_metrics(), prediction_metrics()
+  if metrics is None:
+    wanted = list(default)
+  elif [m.strip() for m in metrics] == [ALL]:
+    wanted = sorted(feats, key=lambda m: m != "transrate") + preds
+  else:
+    wanted = [m.strip() for m in metrics]
+  unknown = sorted(set(wanted) - set(feats) - set(preds))
+  if unknown:
+    raise ValueError(f"unknown metric(s) {unknown}; choose from {', '.join(feats + preds)} "
+                     f"or {ALL!r}.")
+  if not wanted:
+    raise ValueError(f"no metric given; choose from {', '.join(feats + preds)} or {ALL!r}.")
+  wanted = list(dict.fromkeys(wanted))
+  return [m for m in wanted if m in feats], [m for m in wanted if m in preds]
 
 
 def prediction_score(metric: str, logits: np.ndarray, labels) -> float:

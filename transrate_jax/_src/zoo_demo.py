@@ -60,14 +60,7 @@ def run_demo(*, target: str = "digits59", models: Optional[Sequence[str]] = None
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
   names = list(models) if models is not None else zoo.list_models()
   default_feats, predictions = _default_metrics()
-  known = demo_common.feature_metrics() + predictions
-  wanted = list(metrics) if metrics is not None else default_feats + predictions
-  unknown = sorted(set(wanted) - set(known))
-  if unknown:
-    raise ValueError(f"unknown demo metric(s) {unknown}; choose from "
-                     f"{', '.join(known)}.")
-  metrics = [m for m in wanted if m not in predictions]
-  pred_metrics = [m for m in wanted if m in predictions]
+  metrics, pred_metrics = demo_common.resolve_metrics(metrics, default_feats + predictions)
   if verbose:
     print(f"target task {target!r}: {len(y_tr)} train / {len(y_te)} test images, "
           f"{num_classes} classes; {len(names)} zoo models; metrics: "

@@ -17,10 +17,12 @@ import importlib
 import importlib.util
 import os
 import pathlib
+import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from transrate_jax._src import progress
 from transrate_jax._src.cache import cache_dir
 
 # Modules that declare ``SPECS``; imported on first use (they import Flax).
@@ -145,6 +147,9 @@ def converted_weights(spec: ModelSpec) -> dict:
   target = cache_dir() / f"{spec.name}-{digest[:16]}.msgpack"
   if target.is_file():
     return dict(serialization.msgpack_restore(target.read_bytes()))
+  if progress.show(None, None):  # interactive: say why this first load takes seconds
+    print(f"{spec.name}: converting the weights of {spec.package!r} once (cached in "
+          f"{target.parent})", file=sys.stderr, flush=True)
   params = {k: np.asarray(v) for k, v in spec.convert(str(source)).items()}
   target.parent.mkdir(parents=True, exist_ok=True)
   tmp = target.with_suffix(f".tmp{os.getpid()}")
