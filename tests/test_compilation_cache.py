@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+from transrate_jax._src import backend
+
 _CHILD = r"""
 import json, sys
 import jax
@@ -37,5 +39,9 @@ def test_second_process_reads_the_cache(tmp_path):
   first = _run(tmp_path / "xla")
   assert first["hits"] == 0 and first["files"] > 0  # compiled and written
   second = _run(tmp_path / "xla")
-  assert second["hits"] >= 2  # at least the two width buckets' programs came from the cache
+  # Every program the first process wrote came back from the cache: on the CPU branches the one
+  # small assembly program of the eager sweep (the products and factorisations run on the host,
+  # for both widths), on the accelerator branches one program per width bucket.
+  assert second["hits"] == first["files"]
+  assert second["hits"] >= (1 if backend.policy().host_linalg else 2)
   assert second["scores"] == first["scores"]

@@ -28,8 +28,9 @@ The class terms are batched, with no Python loop over classes inside the compile
   per-class row blocks), and ``d x d`` covariance slots for the at most ``n // (d + 1)`` classes
   that can have more rows than ``d`` (:func:`dense_layout`).
 
-An eager call on the CPU forms the same products by BLAS ``syrk`` on the host instead and compiles
-only the factorisations (:func:`host_moments`, :func:`transrate_from_moments_jit`).
+An eager call on the CPU forms the same products by BLAS ``syrk`` and factorises them by LAPACK
+``potrf`` on the host instead, and compiles only the assembly (:func:`host_moments`,
+:func:`host_moment_rates`, :func:`transrate_from_rates_jit`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -645,14 +646,18 @@ def transrate_jit(features, labels, index_blocks, class_ids, dim, eps, *, config
 
 
 # ---------------------------------------------------------------------------------------------
-# Eager calls on the CPU: the products by BLAS on the host, the factorisations compiled.
+# Eager calls on the CPU: the products and factorisations on the host, the assembly compiled.
 #
 # XLA's CPU matmul reaches about half of OpenBLAS's rate on the symmetric products ``Z^T Z`` and
 # ``Z_c Z_c^T`` (OpenBLAS ``syrk`` does half the multiply-adds of a general product;
-# benchmarks/bench_transrate.py, bench_sweep.py). An eager call, whose features and labels are
-# concrete, forms every second moment on the host (:func:`host_moments`) and hands them to a small
-# compiled program that only factorises: one program per shape of the moments, which compiles in
-# a fraction of the time of the whole kernel (docs/numerics.md, "Products on the host").
+# benchmarks/bench_transrate.py, bench_sweep.py), and the same LAPACK ``potrf`` runs 2-3x faster
+# called from the host than inside XLA's CPU runtime, where each program may hold only
+# one-matrix factorisations (linalg). An eager call, whose features and labels are concrete, forms
+# every second moment on the host (:func:`host_moments`), factorises each there
+# (:func:`host_moment_rates`) and hands the log-determinants to a small compiled program that
+# weighs and assembles them (:func:`transrate_from_rates_jit`, one per number of classes, cached
+# by the persistent compilation cache: no host callback inside). docs/numerics.md, "Products on
+# the host".
 
 HOST_PRODUCTS_ENV = "TRANSRATE_JAX_HOST_PRODUCTS"
 
@@ -809,30 +814,53 @@ def sorted_centred(f: np.ndarray, order: np.ndarray, dtype) -> np.ndarray:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("config", "gram_total"))
-def transrate_from_moments_jit(total, classes, class_ids, counts, eps, *, config: Config,
-                               gram_total: bool):
-  """TransRate from :class:`HostMoments` (scalar eps, plain centring): the factorisations only.
+def host_moment_rates(m: HostMoments, eps: float) -> Tuple[np.ndarray, np.ndarray]:
+  """``(R(Z), [R_c for each class of m.classes])`` of :class:`HostMoments`, on the host.
 
-  ``n = sum_c n_c`` is traced, so problems that differ only in ``n`` share the program.
+  The terms of :func:`moment_rate` (scalar ``eps``, centred rows), each
+  ``1/2 logdet(I + M / (rows eps))`` by :func:`linalg.host_half_logdet_identity_plus`: the
+  total's Gram matrix with its centring direction filled (:func:`fill_centring_null`:
+  ``gamma = trace(M) / m`` added along ``11^T / m``, and ``1/2 log(1 + gamma / (n eps))`` taken
+  off), every class on its own full-rank side (zero padding adds ``log 1 = 0``). Overwrites the
+  moments.
+  """
+  dtype = m.total.dtype
+  n = float(np.sum(m.counts, dtype=np.float64))
+  scale = np.asarray([1.0 / (n * eps)])
+  if m.gram_total:
+    size = m.total.shape[-1]
+    gamma = np.trace(m.total, dtype=np.float64) / size
+    total = linalg.host_half_logdet_identity_plus(m.total[None], scale,
+                                                 shifts=np.asarray([gamma / size]))[0]
+    total = dtype.type(total - 0.5 * np.log1p(gamma / (n * eps)))
+  else:
+    total = linalg.host_half_logdet_identity_plus(m.total[None], scale)[0]
+  rows = m.counts[m.class_ids].astype(np.float64)
+  classes = linalg.host_half_logdet_identity_plus(m.classes, 1.0 / (rows * eps))
+  return np.asarray(total, dtype), classes
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def transrate_from_rates_jit(total, class_terms, class_ids, counts, *, config: Config):
+  """TransRate from the terms of :func:`host_moment_rates`: the class weights and the assembly.
+
+  One small program per number of classes (and of scored classes), whatever the width.
   """
   n = jnp.sum(counts)
-  eps = jnp.asarray(eps, total.dtype)
   weights = class_weights(counts, n, config.weighting)
-  rate = moment_rate(total, n, eps, gram=gram_total, eps_vector=False, centred=True)
   cond = jnp.zeros((), total.dtype)
-  if classes.shape[0]:
-    cond = class_terms_from_moments([classes], [class_ids], weights, counts, eps,
-                                    eps_vector=False)
-  return assemble(rate, cond, weights, counts, n, config=config)
+  if class_ids.shape[0]:
+    cond = weighted_sum(weights[class_ids], class_terms)
+  return assemble(total, cond, weights, counts, n, config=config)
 
 
 def transrate_host_products(features, labels, eps, *, config: Config, num_classes: int,
                             width: Optional[int] = None):
-  """Eager TransRate with the products on the host (:func:`host_moments`), the rest compiled."""
+  """Eager TransRate on the CPU: the products and factorisations on the host, the assembly
+  compiled (:func:`host_moments`, :func:`host_moment_rates`, :func:`transrate_from_rates_jit`)."""
   m = host_moments(features, labels, num_classes=num_classes, width=width)
-  return transrate_from_moments_jit(m.total, m.classes, m.class_ids, m.counts, eps,
-                                    config=config, gram_total=m.gram_total)
+  total, classes = host_moment_rates(m, float(eps))
+  return transrate_from_rates_jit(total, classes, m.class_ids, m.counts, config=config)
 
 
 @functools.partial(jax.jit, static_argnames=("eps_vector",))
@@ -1041,4 +1069,4 @@ def compiled_programs() -> int:
   across a call is the number of programs it compiled (tests and benchmarks use it).
   """
   return (transrate_jit._cache_size() + transrate_stack._cache_size()  # pylint: disable=protected-access
-          + transrate_from_moments_jit._cache_size())  # pylint: disable=protected-access
+          + transrate_from_rates_jit._cache_size())  # pylint: disable=protected-access
