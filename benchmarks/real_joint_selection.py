@@ -101,7 +101,8 @@ def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None,
          "features": feats, "y": np.asarray(y_tr), "probe": acc, "timings": timings}
   if cache is not None:
     meta = dict(task=task, models=list(models or []), probe_steps=probe_steps, candidates=cands,
-                layer_patterns=patterns, layers=layers, penultimate=penult, probe=acc, timings=timings)
+                layer_patterns=patterns, layers=layers, penultimate=penult, probe=acc,
+                timings=timings)
     arrays = {f"{c}|{k}": v for c in cands for k, v in feats[c].items()}
     np.savez(cache, y=out["y"], meta=np.asarray(json.dumps(meta)), **arrays)
   return out

@@ -269,15 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
       "their random-init controls on MNIST, which none was trained on: sweep every block with "
       "TransRate and its peers (--metrics all: every registered metric), score the "
       "penultimate features, and print the scores beside the fine-tuning and linear-probe "
-      "accuracies with their correlations, the block each metric picks, and a figure. Offline: weights and data come from installed packages. --zoo runs "
-      "the same question on the embedded digits zoo instead (seconds).")
+      "accuracies with their correlations, the block each metric picks, and a figure. "
+      "Offline: weights and data come from installed packages. --zoo runs the same question on "
+      "the embedded digits zoo instead (seconds).")
   demo.add_argument("--zoo", action="store_true",
                     help="use the embedded digits zoo (the fast fixture) instead of the real "
                     "backbones")
   demo.add_argument("--models", nargs="*",
                     help="model names (default: every image backbone; zoo names with --zoo)")
   demo.add_argument("--metrics", help="comma-separated metric names, or 'all' for every "
-                    "registered metric (default: TransRate, the recommended metrics, LogME, GBC, "
+                    "registered metric (default: TransRate, the recommended metrics, GBC, ETran, "
                     "LEEP and NCE; with --zoo every metric but N-LEEP)")
   demo.add_argument("--image-size", type=int, default=None,
                     help="side of the resized MNIST images (default 32; real backbones)")

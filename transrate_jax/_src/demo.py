@@ -50,11 +50,12 @@ TASK = dict(dataset="mnist", image_size=32, n=2000, test_fraction=0.75, seed=0)
 # Where benchmarks/real_model_selection.py writes the fine-tuning ground truth the demo reads.
 FINETUNE_DATA = "real_finetune_mnist.json"
 RANDOM_SUFFIX = " (random)"
-# What the demo scores by default (``--metrics all``: every registered metric, about 2 minutes more
-# of XLA compilation on a 2-core CPU, docs/benchmarks.md): TransRate; the library's recommended
+# What the demo scores by default (``--metrics all``: every registered metric, about 90 s more of
+# XLA compilation on a 2-core CPU, docs/benchmarks.md): TransRate; the library's recommended
 # metrics (tj.recommended: k-NN accuracy for model choice, the regularized H-score for layer and
-# joint choice); LogME, the field's standard baseline; GBC, a class-separability estimate like
-# TransRate; LEEP and NCE, the source-prediction baselines (free: they read the logits).
+# joint choice); GBC and ETran, feature peers whose programs the persistent cache keeps (LogME's
+# and H-score's hold a host callback on the CPU and recompile on every run); LEEP and NCE, the
+# source-prediction baselines (free: they read the logits).
 DEMO_METRICS = ("transrate", "knn_accuracy", "regularized_hscore", "gbc", "etran", "leep", "nce")
 # The metrics the benchmarks' --quick modes use (they exercise the code, not every metric: a
 # metric compiles once per feature width, which dominates small runs).

@@ -78,8 +78,9 @@ def transrate(features, labels, *, eps=1e-4, weighting: Optional[str] = None,
   Returns:
     A scalar (or [E] for a vector ``eps``) in the features' float dtype. (An eager call on the
     CPU forms its products with BLAS ``syrk`` and factorises them with LAPACK ``potrf`` on the
-    host, and compiles only the assembly; same numbers to round-off. Under ``jit``/``vmap``/``grad``, on accelerators, for a vector
-    ``eps`` and the official preset everything is compiled. docs/numerics.md, "Products on the
+    host, and compiles only the assembly; same numbers to round-off. Under
+    ``jit``/``vmap``/``grad``, on accelerators, for a vector ``eps`` and the official preset
+    everything is compiled. docs/numerics.md, "Products on the
     host".)
 
   Raises:

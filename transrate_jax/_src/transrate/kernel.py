@@ -824,20 +824,17 @@ def host_moment_rates(m: HostMoments, eps: float) -> Tuple[np.ndarray, np.ndarra
   off), every class on its own full-rank side (zero padding adds ``log 1 = 0``). Overwrites the
   moments.
   """
-  dtype = m.total.dtype
   n = float(np.sum(m.counts, dtype=np.float64))
-  scale = np.asarray([1.0 / (n * eps)])
+  shifts, correction = None, 0.0
   if m.gram_total:
     size = m.total.shape[-1]
     gamma = np.trace(m.total, dtype=np.float64) / size
-    total = linalg.host_half_logdet_identity_plus(m.total[None], scale,
-                                                 shifts=np.asarray([gamma / size]))[0]
-    total = dtype.type(total - 0.5 * np.log1p(gamma / (n * eps)))
-  else:
-    total = linalg.host_half_logdet_identity_plus(m.total[None], scale)[0]
+    shifts, correction = np.asarray([gamma / size]), 0.5 * np.log1p(gamma / (n * eps))
+  total = linalg.host_half_logdet_identity_plus(m.total[None], np.asarray([1.0 / (n * eps)]),
+                                               shifts=shifts)[0] - correction
   rows = m.counts[m.class_ids].astype(np.float64)
   classes = linalg.host_half_logdet_identity_plus(m.classes, 1.0 / (rows * eps))
-  return np.asarray(total, dtype), classes
+  return np.asarray(total, m.total.dtype), classes
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
