@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
   info = _protocol.device_info()
   print("device:", _protocol.describe_device(info), flush=True)
-  names = models.list_models("image")
+  names = list(demo.DEMO_MODELS)
   kw = {}
   batch, repeats = 64, 5
   if args.quick:

@@ -77,7 +77,7 @@ def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None,
   t0 = time.perf_counter()
   x_tr, y_tr, x_te, y_te = demo.load_task(**{k: v for k, v in task.items() if k != "dataset"})
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
-  names = list(models) if models else models_lib.list_models("image")
+  names = list(models) if models else list(demo.DEMO_MODELS)
   cands, layers, penult, feats, acc = [], {}, {}, {}, {}
   for name in names:
     for pretrained in (True, False):

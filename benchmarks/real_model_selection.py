@@ -44,7 +44,7 @@ def finetune_all(task: dict, recipe: dict, *, models=None, random_init=True, ver
 
   x_tr, y_tr, x_te, y_te = demo.load_task(image_size=task["image_size"], n=task["n"],
                                           test_fraction=task["test_fraction"], seed=task["seed"])
-  names = list(models) if models is not None else models_lib.list_models("image")
+  names = list(models) if models is not None else list(demo.DEMO_MODELS)
   cands = [(n, True) for n in names] + ([(n, False) for n in names] if random_init else [])
   acc, seconds = {}, {}
   for name, pretrained in cands:

