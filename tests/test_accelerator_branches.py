@@ -3,7 +3,8 @@
 ``TRANSRATE_JAX_BRANCHES=accelerator`` makes the CPU take every branch a GPU or TPU takes (XLA
 products and eigensolvers, batched ``vmap`` programs, no ``pure_callback``). The numerical suites
 below run again in a separate pytest process under the switch, with the same tolerances; CI has no
-GPU, so this is how the accelerator path is checked on every commit.
+GPU, so this is how the accelerator path is checked on every commit. Tests marked ``both_branches``
+already run each branch themselves in the main session; the rerun leaves them out.
 """
 
 import os
@@ -61,6 +62,21 @@ def test_unknown_mode_is_refused(monkeypatch):
     backend.policy()
 
 
+def test_tests_left_out_of_the_rerun_run_both_branches_themselves():
+  """A ``both_branches`` test is parametrized over ``branches`` = cpu, accelerator (and enters
+  ``backend.accelerator_branches``), so leaving it out of the rerun loses no accelerator check."""
+  marked = 0
+  for suite in NUMERICAL_SUITES:
+    text = open(os.path.join(_ROOT, suite), encoding="utf-8").read()
+    for block in text.split("@pytest.mark.both_branches\n")[1:]:
+      head = block.split("\ndef ", 1)
+      body = head[1].split("\n\n\n", 1)[0]
+      assert "@pytest.mark.parametrize(\"branches\"" in head[0], (suite, head[0][:200])
+      assert "accelerator_branches(branches == \"accelerator\")" in body, (suite, body[:200])
+      marked += 1
+  assert marked >= 5
+
+
 @pytest.mark.early
 @pytest.mark.timeout(2400)
 @pytest.mark.xdist_group("accelerator_branches")
@@ -68,7 +84,8 @@ def test_numerical_suites_pass_on_the_accelerator_branches():
   env = {**os.environ, backend.ENV_VAR: "accelerator"}
   proc = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
-       *NUMERICAL_SUITES], cwd=_ROOT, env=env, capture_output=True, text=True, timeout=2300)
+       "-m", "not both_branches", *NUMERICAL_SUITES],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=2300)
   tail = proc.stdout[-6000:] + proc.stderr[-3000:]
   assert proc.returncode == 0, f"accelerator-branch run failed:\n{tail}"
   assert " passed" in proc.stdout and " failed" not in proc.stdout, tail

@@ -81,6 +81,7 @@ def _eigenvalue_route(f, y):
   return float(jnp.sum(jnp.where(keep, q / jnp.where(keep, lam, 1.0), 0.0)))
 
 
+@pytest.mark.both_branches
 @pytest.mark.parametrize("branches", _BRANCHES)
 @pytest.mark.parametrize("make", [graded, near_dependent, sparse_and_dead])
 def test_float32_matches_float64_on_ill_conditioned_features(make, branches):
@@ -100,6 +101,7 @@ def test_float32_matches_float64_on_ill_conditioned_features(make, branches):
     assert abs(before - expected) > 0.05 * expected
 
 
+@pytest.mark.both_branches
 @pytest.mark.parametrize("branches", _BRANCHES)
 def test_float32_regularized_on_ill_conditioned_features(branches):
   """Ledoit-Wolf shrinkage keeps the shrunk covariance well conditioned: no redo is needed."""
@@ -111,6 +113,7 @@ def test_float32_regularized_on_ill_conditioned_features(branches):
                                rtol=1e-4)
 
 
+@pytest.mark.both_branches
 @pytest.mark.parametrize("branches", _BRANCHES)
 def test_float32_rescores_what_it_cannot_resolve_in_float64(branches):
   """float32 cannot resolve the direction: an eager call scores the same values in float64
@@ -129,6 +132,7 @@ def test_float32_rescores_what_it_cannot_resolve_in_float64(branches):
   assert np.isfinite(traced) and abs(traced - expected) > 0.05 * expected
 
 
+@pytest.mark.both_branches
 @pytest.mark.parametrize("branches", _BRANCHES)
 def test_float32_resolved_cases_are_not_rescored(branches):
   """Random features (the eigenvalue route resolves them), the near-exact dependence above at

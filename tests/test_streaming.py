@@ -34,6 +34,18 @@ def test_random_chunkings_equal_in_memory(preset):
     np.testing.assert_allclose(float(got), want, rtol=1e-10)
 
 
+@pytest.mark.parametrize("preset", [None, "official"])
+def test_ragged_last_chunk_reuses_the_stream_program(preset):
+  """Chunks of 96 rows and a last one of 5: one compiled update for the stream (the last chunk
+  is padded to the stream's size, masked out), and the same score as in memory."""
+  f, y = _data(n=197, d=13 if preset is None else 14, c=5, seed=3)  # shapes of its own
+  before = streaming._update_donated._cache_size()  # pylint: disable=protected-access
+  got = streaming.transrate_from_batches(_chunks(f, y, [96, 192]), preset=preset,
+                                         progress=False)
+  assert streaming._update_donated._cache_size() - before <= 1  # pylint: disable=protected-access
+  np.testing.assert_allclose(float(got), reference.transrate(f, y, preset=preset), rtol=1e-10)
+
+
 def test_chunks_of_one_sample_and_growing_classes():
   f, y = _data(n=40, d=6, c=3, seed=2)
   order = np.argsort(y, kind="stable")  # class 2 first appears late: the statistics grow

@@ -96,10 +96,12 @@ def class_moments(x, labels, mask, *, num_classes: int, tile: int, axis_names: t
   return counts, sums, second
 
 
-def _pad_rows(features, labels, mask):
-  """Rows padded to a power of two (masked out), so chunk sizes compile a handful of programs."""
+def _pad_rows(features, labels, mask, *, minimum: int = 1):
+  """Rows padded (masked out) to a power of two, and to at least ``minimum`` rows, so chunk sizes
+  compile a handful of programs: a stream passes its largest padded size so far, and its ragged
+  last chunk reuses the program of the full ones."""
   m = features.shape[0]
-  rows = numerics.bucket(m)
+  rows = numerics.bucket(m, minimum=minimum)
   mask = jnp.asarray(mask, bool)
   if rows == m:
     return features, labels, mask
@@ -623,13 +625,14 @@ def _chunk_features(feats, dtype):
 def _normalized_pass(batches, progress, total, dtype):
   """Pass 1 of the official preset: ``(sum_i normalize(f_i) - normalize(ref), count, ref)``,
   ``ref`` the first chunk's mean row; ``(None, 0, None)`` without rows."""
-  acc, count, ref = None, 0, None
+  acc, count, ref, rows = None, 0, None, 1
   for feats, _ in progress_lib.iterate(_iterate(batches), progress, "transrate pass 1/2", total):
     f = _chunk_features(feats, dtype)
     if ref is None:  # the first chunk's mean row: the normalised rows are taken relative to it
       ref = jnp.mean(f, axis=0)
     padded, _, mask = _pad_rows(f, np.zeros((f.shape[0],), np.int32),
-                                np.ones((f.shape[0],), bool))
+                                np.ones((f.shape[0],), bool), minimum=rows)
+    rows = padded.shape[0]
     part = _normalized_sum(padded, ref.astype(f.dtype), mask)
     acc = part if acc is None else acc + part
     count += f.shape[0]
@@ -665,7 +668,7 @@ def _move_normalized_sums(accs, refs, counts):
 def _stats_pass(batches, progress, total, dtype, num_classes, ref, mean, desc):
   """The statistics of every chunk (of the official rows when ``ref`` is given); None without
   rows."""
-  stats = None
+  stats, rows = None, 1
   for feats, labels in progress_lib.iterate(_iterate(batches), progress, desc, total):
     f = _chunk_features(feats, dtype)
     if stats is not None and f.shape[1] != stats.dim:
@@ -678,7 +681,9 @@ def _stats_pass(batches, progress, total, dtype, num_classes, ref, mean, desc):
       stats = TransRateStats.init(f.shape[1], num_classes=c_chunk, dtype=f.dtype)
     elif c_chunk > stats.num_classes:
       stats = _grow(stats, c_chunk)
-    f, y, mask = _pad_rows(f.astype(stats.sums.dtype), y, np.ones((f.shape[0],), bool))
+    f, y, mask = _pad_rows(f.astype(stats.sums.dtype), y, np.ones((f.shape[0],), bool),
+                           minimum=rows)
+    rows = f.shape[0]
     if ref is not None:  # on the padded rows too (finite, and masked out), one program per bucket
       f = _official_rows(f, ref.astype(stats.sums.dtype), mean.astype(stats.sums.dtype))
     stats = _update_donated(stats, f, y, mask,
