@@ -26,11 +26,21 @@ Set-level metrics (NCTI, ETran: terms normalised over the candidates) and rank a
 scored again over each question's own candidates (the 8 penultimate layers; one candidate's
 stages), never read off the whole table.
 
+The recommendation (``tj.recommended``, shipped as ``transrate_jax/data/recommended.json``) is
+derived from the results by :func:`derive_recommendation` with this rule: for each choice (model,
+layer, joint) the variant (one metric or a rank average, raw or under a width mode) with the
+highest Kendall with the ground truth (for layer selection the mean over candidates); a tie goes to
+the smaller top-1 regret, then to the first name in sorted order. TransRate's official preset is
+not a width mode (a ``Recommendation`` cannot express it), so it is not a candidate.
+
 Run: ``python benchmarks/real_joint_selection.py`` (about 10 minutes on a 2-core CPU; features
 and probe accuracies are cached in ``--cache``, so a rerun only scores); ``--quick`` for a small
 setting (300 images, one backbone and its random control, three metrics; CI runs it through
 tests/test_demo.py).
-Writes ``benchmarks/results/real_joint_selection.{json,md}``.
+Writes ``benchmarks/results/real_joint_selection.{json,md}``. A run does not touch the shipped
+recommendation: ``python benchmarks/real_joint_selection.py --write-recommendation`` rewrites
+``transrate_jax/data/recommended.json`` from the results JSON in ``--out`` (no scoring), and
+tests/test_recommend.py fails while the shipped file differs from what the results give.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _protocol  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RECOMMENDATION = (pathlib.Path(__file__).resolve().parent.parent / "transrate_jax" / "data" /
+                  "recommended.json")
 MODES = {"raw": None, "pca-min": "min", "pca-64": 64}
 # Rank averages reported beside the single metrics (fixed in advance, not chosen on this data).
 RANK_AVERAGES = {"rankavg(all)": None, "rankavg(gbc,logme,lfc)": ("gbc", "logme", "lfc")}
@@ -267,6 +279,141 @@ def evaluate(data: dict, variants: dict, members_of: dict, finetune, *, num_resa
   return out
 
 
+def _variant_spec(name: str, result: dict):
+  """``(metrics, width_fair)`` of a results variant; None for one a Recommendation cannot express
+  (TransRate's official preset)."""
+  base, _, mode = name.partition("@")
+  if (mode or "raw") not in MODES:
+    return None
+  metrics = result["metrics"]
+  if base in result["rank_averages"]:  # the members, as with_rank_averages took them
+    names = result["rank_averages"][base]
+    members = [m for m in (metrics if names == "all" else names) if m in metrics]
+  else:
+    members = [base]
+  return members, MODES[mode or "raw"]
+
+
+def _r4(v):
+  return None if v is None else round(float(v), 4)
+
+
+def _leaderboard(result: dict, task: str) -> list:
+  """The task's candidate variants with a Kendall, best first by the recommendation's rule."""
+  if task == "layer":
+    layer = result["layer"]
+    rows = [{"variant": v, "kendall": k, "interval": None,
+             "top1_regret": layer["mean_top1_regret"].get(v)}
+            for v, k in layer["mean_kendall"].items()]
+  else:
+    rows = [{"variant": r["name"], "kendall": (r.get("kendall") or {}).get("estimate"),
+             "interval": [r["kendall"]["low"], r["kendall"]["high"]] if r.get("kendall") else None,
+             "top1_regret": r.get("top1_regret")}
+            for r in result[task]["rows"] if r["kind"] == "metric"]
+  rows = [r for r in rows if r["kendall"] is not None
+          and _variant_spec(r["variant"], result) is not None]
+  # The rule: the highest Kendall; a tie goes to the smaller top-1 regret, then the first name.
+  return sorted(rows, key=lambda r: (-r["kendall"], np.inf if r["top1_regret"] is None else
+                                     r["top1_regret"], r["variant"]))
+
+
+def derive_recommendation(result: dict) -> dict:
+  """The content of ``transrate_jax/data/recommended.json`` from this benchmark's results JSON.
+
+  Applies the rule of the module docstring to each choice and records the evidence the
+  recommendation's one-line ``evidence`` is composed from (``transrate_jax._src.recommend``'s
+  docstring lists the keys). Numbers are rounded to 4 decimals. ``held_out`` is null: one task
+  cannot say how the choice carries to another (a cross-task benchmark fills it).
+  """
+  from transrate_jax._src import recommend  # noqa: PLC0415
+
+  if "model" not in result:
+    raise ValueError("the results lack the model-selection table (no shipped fine-tuning ground "
+                     "truth for this task): cannot derive the model recommendation.")
+  stages = {}
+  for key in result["probe"]:
+    c = key.split("|", 1)[0]
+    stages[c] = stages.get(c, 0) + 1
+  truth = {"model": "fine-tuning accuracy", "layer": "probe accuracy", "joint": "probe accuracy"}
+  scope = {"model": "candidates", "layer": "stages of each candidate",
+           "joint": "(candidate, stage) pairs"}
+  recs = {}
+  for task in recommend.TASKS:
+    board = _leaderboard(result, task)
+    best = board[0]
+    metrics, width = _variant_spec(best["variant"], result)
+    raw = None
+    if width is not None:  # the same metric(s) on the raw features
+      raw = next(({"variant": r["variant"], "kendall": _r4(r["kendall"])} for r in board
+                  if _variant_spec(r["variant"], result) == (metrics, None)), None)
+    runners_up, seen = [], {tuple(metrics)}
+    for r in board[1:]:  # the best variant of each other metric (or rank average), two of them
+      m = tuple(_variant_spec(r["variant"], result)[0])
+      if m not in seen and len(runners_up) < 2:
+        seen.add(m)
+        runners_up.append({"variant": r["variant"], "kendall": _r4(r["kendall"])})
+    inside = None
+    if best["interval"] is not None:
+      lo, hi = best["interval"]
+      inside = sum(lo <= r["kendall"] <= hi for r in board[1:])
+    if task == "layer":
+      width_baseline = result["layer"]["width_baseline_mean_kendall"]
+      n = len(result["layer"]["candidates"])
+      num_stages = [min(stages.values()), max(stages.values())]
+      confidence = None
+    else:
+      w = next((r for r in result[task]["rows"] if r["kind"] == "baseline"
+                and r["name"] == "width"), None)
+      width_baseline = ((w or {}).get("kendall") or {}).get("estimate")
+      n = len(result[task]["candidates"])
+      num_stages = None
+      confidence = result[task]["confidence"]
+    recs[task] = {
+        "variant": best["variant"], "metrics": list(metrics), "width_fair": width,
+        "evidence": {
+            "ground_truth": truth[task], "scope": scope[task], "num_candidates": n,
+            "num_stages": num_stages, "kendall": _r4(best["kendall"]),
+            "interval": None if best["interval"] is None else [_r4(v) for v in best["interval"]],
+            "confidence": confidence, "top1_regret": _r4(best["top1_regret"]),
+            "others_inside_interval": inside, "raw": raw, "runners_up": runners_up,
+            "width_baseline": _r4(width_baseline)},
+        "held_out": None}
+  task_info = dict(result["task"], candidates=list(result["candidates"]),
+                   num_stage_sets=len(result["probe"]))
+  return {
+      "schema": recommend.SCHEMA,
+      "source": {"benchmark": "benchmarks/real_joint_selection.py",
+                 "results": "benchmarks/results/real_joint_selection.json",
+                 "command": "python benchmarks/real_joint_selection.py --write-recommendation",
+                 "tasks": [task_info]},
+      "rule": ("for each choice (model, layer, joint) the variant (one metric or a rank average, "
+               "raw or under a width mode) with the highest Kendall with the ground truth "
+               "(fine-tuning accuracy for model; linear-probe accuracy for layer, its mean over "
+               "candidates, and joint); a tie goes to the smaller top-1 regret, then to the first "
+               "name in sorted order; TransRate's official preset is not a width mode and not a "
+               "candidate. held_out: null until a cross-task, leave-one-task-out benchmark "
+               "writes each held-out task's Kendall, interval and top-1 regret."),
+      "recommendations": recs}
+
+
+def write_recommendation(results_path, out_path=RECOMMENDATION) -> dict:
+  """Derives the recommendation from a results JSON (nothing is scored) and writes it.
+
+  Prints each choice, and which changed against the file it replaces.
+  """
+  result = json.loads(pathlib.Path(results_path).read_text())
+  doc = derive_recommendation(result)
+  out_path = pathlib.Path(out_path)
+  old = json.loads(out_path.read_text()) if out_path.is_file() else {}
+  for task, rec in doc["recommendations"].items():
+    was = ((old.get("recommendations") or {}).get(task) or {}).get("variant")
+    note = "unchanged" if was == rec["variant"] else f"was {was}" if was else "new"
+    print(f"  {task}: {rec['variant']} ({note})")
+  out_path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+  print(f"wrote {out_path} from {results_path}")
+  return doc
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="one backbone and its random control, three metrics")
@@ -275,7 +422,14 @@ def main(argv=None) -> int:
   p.add_argument("--resamples", type=int, default=1000)
   p.add_argument("--metrics", help="comma-separated feature metrics (default: all registered)")
   p.add_argument("--out", default=str(RESULTS), help="directory of the JSON and Markdown")
+  p.add_argument("--write-recommendation", nargs="?", const=str(RECOMMENDATION), metavar="PATH",
+                 help="only derive the recommendation from the results JSON in --out (no "
+                 "scoring) and write it to PATH (default: transrate_jax/data/recommended.json)")
   args = p.parse_args(argv)
+  if args.write_recommendation:
+    write_recommendation(pathlib.Path(args.out) / "real_joint_selection.json",
+                         args.write_recommendation)
+    return 0
   import transrate_jax as tj  # noqa: PLC0415
   from transrate_jax._src import demo  # noqa: PLC0415
 
@@ -320,6 +474,9 @@ def main(argv=None) -> int:
   out.with_suffix(".md").write_text(md)
   print(md)
   print(f"wrote {out} and {out.with_suffix('.md')}")
+  if not args.quick:
+    print("the shipped recommendation is not rewritten: review the results, then run python "
+          "benchmarks/real_joint_selection.py --write-recommendation")
   return 0
 
 
