@@ -182,6 +182,21 @@ def depthwise_conv(inputs, kernel, window_strides, padding, lhs_dilation=None,
   return out
 
 
+def check_images(x) -> jax.Array:
+  """``x`` as a JAX array, checked to be ``[n, h, w, 3]`` floating-point images.
+
+  Raises:
+    ValueError: another shape, or an integer dtype.
+  """
+  x = jnp.asarray(x)
+  if x.ndim != 4 or x.shape[-1] != 3:
+    raise ValueError(f"an image model takes [n, h, w, 3] RGB images in [0, 1]; got shape "
+                     f"{x.shape}.")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"images must be floats in [0, 1]; got dtype {x.dtype}.")
+  return x
+
+
 class ConvBNAct(nnx.Module):
   """Convolution (no bias), BatchNorm and optionally ReLU6: ``[n, h, w, cin] -> [n, h', w', cout]``.
 
@@ -247,12 +262,7 @@ class MobileBackbone(nnx.Module):
 
   def normalize(self, x):
     """``[n, h, w, 3]`` in [0, 1] to the network's input scale (dtype kept)."""
-    x = jnp.asarray(x)
-    if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"an image model takes [n, h, w, 3] RGB images in [0, 1]; got shape "
-                       f"{x.shape}.")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-      raise ValueError(f"images must be floats in [0, 1]; got dtype {x.dtype}.")
+    x = check_images(x)
     mean = jnp.asarray(self.mean, x.dtype)
     std = jnp.asarray(self.std, x.dtype)
     return (x - mean) / std

@@ -45,10 +45,17 @@ class OnnxNode(NamedTuple):
   name: str
 
 
-def _varint(buf, i: int) -> Tuple[int, int]:
-  """The unsigned varint at ``buf[i]`` and the index after it."""
+def varint(buf, i: int) -> Tuple[int, int]:
+  """The unsigned LEB128 varint at ``buf[i]`` (protobuf's and Thrift's compact encoding) and the
+  index after it.
+
+  Raises:
+    ValueError: the buffer ends inside the varint.
+  """
   result = shift = 0
   while True:
+    if i >= len(buf):
+      raise ValueError("truncated varint in a protobuf/Thrift buffer.")
     byte = buf[i]
     i += 1
     result |= (byte & 0x7F) << shift
@@ -70,12 +77,12 @@ def _fields(buf) -> Iterator[Tuple[int, int, Any]]:
   """
   i, end = 0, len(buf)
   while i < end:
-    key, i = _varint(buf, i)
+    key, i = varint(buf, i)
     number, wire = key >> 3, key & 7
     if wire == 0:
-      value, i = _varint(buf, i)
+      value, i = varint(buf, i)
     elif wire == 2:
-      size, i = _varint(buf, i)
+      size, i = varint(buf, i)
       value, i = buf[i:i + size], i + size
     elif wire == 1:
       value, i = buf[i:i + 8], i + 8
@@ -89,7 +96,7 @@ def _fields(buf) -> Iterator[Tuple[int, int, Any]]:
 def _packed_varints(buf) -> List[int]:
   out, j = [], 0
   while j < len(buf):
-    v, j = _varint(buf, j)
+    v, j = varint(buf, j)
     out.append(_signed(v))
   return out
 

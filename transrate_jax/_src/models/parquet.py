@@ -24,6 +24,8 @@ import zlib
 
 import numpy as np
 
+from transrate_jax._src.models.onnx import varint
+
 _MAGIC = b"PAR1"
 
 # Thrift compact-protocol type ids.
@@ -42,19 +44,6 @@ _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 # Thrift compact protocol.
 
 
-def _varint(buf, i: int) -> tuple:
-  result = shift = 0
-  while True:
-    if i >= len(buf):
-      raise ValueError("truncated varint in a Parquet file.")
-    byte = buf[i]
-    i += 1
-    result |= (byte & 0x7F) << shift
-    shift += 7
-    if byte < 0x80:
-      return result, i
-
-
 def _zigzag(n: int) -> int:
   return (n >> 1) ^ -(n & 1)
 
@@ -66,12 +55,12 @@ def _thrift_value(buf, i: int, kind: int) -> tuple:
   if kind == _T_BYTE:
     return buf[i], i + 1
   if kind in (_T_I16, _T_I32, _T_I64):
-    n, i = _varint(buf, i)
+    n, i = varint(buf, i)
     return _zigzag(n), i
   if kind == _T_DOUBLE:
     return struct.unpack_from("<d", buf, i)[0], i + 8
   if kind == _T_BINARY:
-    n, i = _varint(buf, i)
+    n, i = varint(buf, i)
     if i + n > len(buf):
       raise ValueError("truncated binary field in a Parquet file.")
     return bytes(buf[i:i + n]), i + n
@@ -80,7 +69,7 @@ def _thrift_value(buf, i: int, kind: int) -> tuple:
     i += 1
     size, elem = head >> 4, head & 0x0F
     if size == 15:
-      size, i = _varint(buf, i)
+      size, i = varint(buf, i)
     out = []
     for _ in range(size):
       if elem in (_T_TRUE, _T_FALSE):  # list elements: one byte each, 1 = true
@@ -90,7 +79,7 @@ def _thrift_value(buf, i: int, kind: int) -> tuple:
       out.append(value)
     return out, i
   if kind == _T_MAP:
-    size, i = _varint(buf, i)
+    size, i = varint(buf, i)
     if size == 0:
       return {}, i
     kinds = buf[i]
@@ -128,7 +117,7 @@ def thrift_struct(buf, i: int = 0) -> tuple:
     if delta:
       field = last + delta
     else:
-      field, i = _varint(buf, i)
+      field, i = varint(buf, i)
       field = _zigzag(field)
     fields[field], i = _thrift_value(buf, i, kind)
     last = field
@@ -150,7 +139,7 @@ def snappy_decompress(buf) -> bytes:
     ValueError: a malformed block (offsets before the start, a length mismatch).
   """
   buf = memoryview(buf)
-  size, i = _varint(buf, 0)
+  size, i = varint(buf, 0)
   out = bytearray()
   end = len(buf)
   while i < end:
@@ -213,7 +202,7 @@ def rle_bitpacked(buf, bit_width: int, count: int, i: int = 0, end: int | None =
   while got < count:
     if i >= end:
       raise ValueError("RLE/bit-packed run ends before its values in a Parquet page.")
-    head, i = _varint(buf, i)
+    head, i = varint(buf, i)
     if head & 1:
       nbytes = (head >> 1) * bit_width
       raw = np.frombuffer(bytes(buf[i:i + nbytes]), np.uint8)

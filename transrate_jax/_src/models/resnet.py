@@ -214,12 +214,7 @@ class ResNet50OpenNSFW(nnx.Module):
 
   def normalize(self, x):
     """``[n, h, w, 3]`` RGB in [0, 1] to the network's input: BGR, 0..255, minus the mean."""
-    x = jnp.asarray(x)
-    if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"an image model takes [n, h, w, 3] RGB images in [0, 1]; got shape "
-                       f"{x.shape}.")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-      raise ValueError(f"images must be floats in [0, 1]; got dtype {x.dtype}.")
+    x = layers.check_images(x)
     return x[..., ::-1] * 255.0 - jnp.asarray(MEAN_BGR, x.dtype)
 
   def features(self, x):
