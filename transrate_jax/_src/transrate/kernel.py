@@ -854,9 +854,13 @@ def transrate_from_rates_jit(total, class_terms, class_ids, counts, *, config: C
 def transrate_host_products(features, labels, eps, *, config: Config, num_classes: int,
                             width: Optional[int] = None):
   """Eager TransRate on the CPU: the products and factorisations on the host, the assembly
-  compiled (:func:`host_moments`, :func:`host_moment_rates`, :func:`transrate_from_rates_jit`)."""
-  m = host_moments(features, labels, num_classes=num_classes, width=width)
-  total, classes = host_moment_rates(m, float(eps))
+  compiled (:func:`host_moments`, :func:`host_moment_rates`, :func:`transrate_from_rates_jit`).
+
+  Float32 products that overflow give inf/NaN silently here (no NumPy warning): the caller sees
+  the non-finite score and rescores in float64 or raises (:func:`rescued_in_float64`)."""
+  with np.errstate(over="ignore", invalid="ignore"):
+    m = host_moments(features, labels, num_classes=num_classes, width=width)
+    total, classes = host_moment_rates(m, float(eps))
   return transrate_from_rates_jit(total, classes, m.class_ids, m.counts, config=config)
 
 
