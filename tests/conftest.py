@@ -42,6 +42,17 @@ def _release_compiled_programs():
     gc.collect()
 
 
+@pytest.fixture(scope="module")
+def weight_cache(tmp_path_factory):
+  """A private weight cache for one test module (``$TRANSRATE_JAX_CACHE``): converted weights go
+  there, never to the user's cache. Yields its path."""
+  from transrate_jax._src import cache  # noqa: PLC0415
+  path = tmp_path_factory.mktemp("weights")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv(cache.CACHE_ENV, str(path))
+    yield path
+
+
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
   """Tests marked ``early`` (long subprocess runs) go first: under ``-n`` one worker runs them
   while the others take the rest, instead of the suite waiting on them at its end."""

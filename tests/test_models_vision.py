@@ -26,13 +26,12 @@ import pytest
 flax = pytest.importorskip("flax")
 skimage_data = pytest.importorskip("skimage.data")
 
-from flax import nnx  # noqa: E402
-
 import transrate_jax as tj  # noqa: E402
 from transrate_jax import models  # noqa: E402
 from transrate_jax._src import cache as cache_lib  # noqa: E402
 from transrate_jax._src.models import hub  # noqa: E402
 from transrate_jax.capture import intermediates  # noqa: E402
+from nnx_forward import forward  # noqa: E402
 
 VISION = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")
 LAYERS_JSON = pathlib.Path(__file__).parent / "data" / "model_layers.json"
@@ -54,35 +53,14 @@ needs_weights = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  """A private weight cache for this module (``TRANSRATE_JAX_CACHE``)."""
-  path = tmp_path_factory.mktemp("weights")
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv(cache_lib.CACHE_ENV, str(path))
-    yield path
-
-
-@pytest.fixture(scope="module")
-def pretrained(cache):
-  del cache
+def pretrained(weight_cache):
+  del weight_cache
   return {n: models.load(n) for n in VISION}
 
 
 @pytest.fixture(scope="module")
 def random_init():
   return {n: models.load(n, pretrained=False, seed=0) for n in VISION}
-
-
-_FORWARD = {}
-
-
-def forward(model, x):
-  """``model(x)`` under one jit per architecture (pretrained and random-init share it)."""
-  graphdef, state = nnx.split(model)
-  fn = _FORWARD.get(graphdef)
-  if fn is None:
-    fn = _FORWARD[graphdef] = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
-  return np.asarray(fn(state, jnp.asarray(x)))
 
 
 def photo(name, size):

@@ -181,6 +181,35 @@ class BertLayer(nnx.Module):
 _INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def batch_inputs(input_ids, keys: Sequence[str], *given) -> tuple:
+  """A text model's inputs ``keys`` (``"input_ids"`` first), from keyword arrays or from a batch
+  dict passed as ``input_ids`` (as :func:`transrate_jax.models.tokenize` returns it and
+  ``capture.intermediates`` passes it).
+
+  Args:
+    input_ids: [n, t] ids, or a mapping with ``"input_ids"`` and optionally the other ``keys``.
+    keys: the model's input names.
+    *given: the model's other keyword arrays (``keys[1:]`` order; None where not given).
+
+  Returns:
+    The arrays of ``keys``, in order (None where absent).
+
+  Raises:
+    ValueError: a dict without ``"input_ids"`` or with another key, or a dict and keyword arrays
+      both.
+  """
+  if not isinstance(input_ids, Mapping):
+    return (input_ids, *given)
+  batch = dict(input_ids)
+  if set(batch) - set(keys) or "input_ids" not in batch:
+    others = ", ".join(repr(k) for k in keys[1:])
+    raise ValueError(f"a batch dict needs 'input_ids' and may hold {others}; got keys "
+                     f"{sorted(batch)}.")
+  if any(a is not None for a in given):
+    raise ValueError("pass either a batch dict or keyword arrays, not both.")
+  return tuple(batch.get(k) for k in keys)
+
+
 class BertEncoder(nnx.Module):
   """A BERT encoder without pooler: token ids ``[n, t]`` to hidden states ``[n, t, hidden]``.
 
@@ -206,17 +235,8 @@ class BertEncoder(nnx.Module):
     Returns:
       [n, t, hidden] float32; padded positions hold the sequence's masked mean.
     """
-    if isinstance(input_ids, Mapping):
-      batch = dict(input_ids)
-      unknown = sorted(set(batch) - set(_INPUT_KEYS))
-      if unknown or "input_ids" not in batch:
-        raise ValueError(f"a batch dict needs 'input_ids' and may hold {_INPUT_KEYS[1:]}; got "
-                         f"keys {sorted(batch)}.")
-      if attention_mask is not None or token_type_ids is not None:
-        raise ValueError("pass either a batch dict or keyword arrays, not both.")
-      input_ids = batch["input_ids"]
-      attention_mask = batch.get("attention_mask")
-      token_type_ids = batch.get("token_type_ids")
+    input_ids, attention_mask, token_type_ids = batch_inputs(input_ids, _INPUT_KEYS,
+                                                            attention_mask, token_type_ids)
     input_ids = jnp.asarray(input_ids)
     if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
       raise ValueError(f"input_ids must be an int array [n, t]; got {input_ids.dtype} "

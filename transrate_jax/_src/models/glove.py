@@ -59,7 +59,7 @@ import dataclasses
 import functools
 import pathlib
 import re
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,7 @@ from flax import nnx
 
 from transrate_jax._src.models import hub
 from transrate_jax._src.models import parquet
+from transrate_jax._src.models.bert import batch_inputs
 from transrate_jax._src.models.bert import fill_padding
 
 
@@ -133,15 +134,7 @@ class GloveEncoder(nnx.Module):
     Returns:
       [n, t, dim] float32; its mean over ``t`` is the mean vector of the known words.
     """
-    if isinstance(input_ids, Mapping):
-      batch = dict(input_ids)
-      unknown = sorted(set(batch) - set(_INPUT_KEYS))
-      if unknown or "input_ids" not in batch:
-        raise ValueError(f"a batch dict needs 'input_ids' and may hold 'attention_mask'; got "
-                         f"keys {sorted(batch)}.")
-      if attention_mask is not None:
-        raise ValueError("pass either a batch dict or keyword arrays, not both.")
-      input_ids, attention_mask = batch["input_ids"], batch.get("attention_mask")
+    input_ids, attention_mask = batch_inputs(input_ids, _INPUT_KEYS, attention_mask)
     if not isinstance(input_ids, jax.core.Tracer):
       ids = np.asarray(input_ids)
       if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
