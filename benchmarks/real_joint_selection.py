@@ -1,6 +1,8 @@
 """Which metric, which width mode, for model, layer and joint model x layer selection on real backbones?
 
-The measurement behind the library's recommendation (docs/choosing.md).
+One task, with fine-tuning ground truth for model choice; its machinery (``extract``,
+``score_all``, ``evaluate``) also serves the cross-task benchmark behind the library's
+recommendation, ``benchmarks/recommendation.py`` (docs/choosing.md).
 The demo's task (MNIST 32 px, 500 target-train / 1500 target-test images) and candidates (the
 four ImageNet backbones and their random-init controls). For every candidate and every stage it
 sweeps (stem, blocks, head):
@@ -26,21 +28,11 @@ Set-level metrics (NCTI, ETran: terms normalised over the candidates) and rank a
 scored again over each question's own candidates (the 8 penultimate layers; one candidate's
 stages), never read off the whole table.
 
-The recommendation (``tj.recommended``, shipped as ``transrate_jax/data/recommended.json``) is
-derived from the results by :func:`derive_recommendation` with this rule: for each choice (model,
-layer, joint) the variant (one metric or a rank average, raw or under a width mode) with the
-highest Kendall with the ground truth (for layer selection the mean over candidates); a tie goes to
-the smaller top-1 regret, then to the first name in sorted order. TransRate's official preset is
-not a width mode (a ``Recommendation`` cannot express it), so it is not a candidate.
-
 Run: ``python benchmarks/real_joint_selection.py`` (about 10 minutes on a 2-core CPU; features
 and probe accuracies are cached in ``--cache``, so a rerun only scores); ``--quick`` for a small
 setting (300 images, one backbone and its random control, three metrics; CI runs it through
 tests/test_demo.py).
-Writes ``benchmarks/results/real_joint_selection.{json,md}``. A run does not touch the shipped
-recommendation: ``python benchmarks/real_joint_selection.py --write-recommendation`` rewrites
-``transrate_jax/data/recommended.json`` from the results JSON in ``--out`` (no scoring), and
-tests/test_recommend.py fails while the shipped file differs from what the results give.
+Writes ``benchmarks/results/real_joint_selection.{json,md}``.
 """
 
 from __future__ import annotations
@@ -58,8 +50,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _protocol  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-RECOMMENDATION = (pathlib.Path(__file__).resolve().parent.parent / "transrate_jax" / "data" /
-                  "recommended.json")
 MODES = {"raw": None, "pca-min": "min", "pca-64": 64}
 # Rank averages reported beside the single metrics (fixed in advance, not chosen on this data).
 RANK_AVERAGES = {"rankavg(all)": None, "rankavg(gbc,logme,lfc)": ("gbc", "logme", "lfc")}
@@ -67,10 +57,16 @@ RANK_AVERAGES = {"rankavg(all)": None, "rankavg(gbc,logme,lfc)": ("gbc", "logme"
 
 def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None,
             layers=None) -> dict:
-  """Features of every swept stage of every candidate, and each stage's probe accuracy.
+  """Features of every swept stage of every candidate, each stage's probe accuracy, and each
+  candidate's parameter count.
 
-  ``layers``: the stage patterns (default ``demo.SWEEP_LAYERS``: the stem, every block, the
-  head)."""
+  ``task``: ``datasets.load_target``'s arguments (``dataset``, ``n``, ``seed``, ``test_fraction``;
+  ``image_size`` for an image data set, ``max_length`` (tokens) for a text one). ``models``: the
+  backbones (default ``demo.DEMO_MODELS``), each scored pretrained and as its random-init control.
+  ``layers``: the stage patterns (default ``demo.SWEEP_LAYERS``: the stem, every block, the head;
+  a text encoder's ``embeddings`` and ``layers/*``); the penultimate layer is always included.
+  """
+  from transrate_jax import datasets  # noqa: PLC0415
   from transrate_jax import models as models_lib  # noqa: PLC0415
   from transrate_jax._src import capture  # noqa: PLC0415
   from transrate_jax._src import demo  # noqa: PLC0415
@@ -81,27 +77,33 @@ def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None,
     data = np.load(cache, allow_pickle=False)
     meta = json.loads(str(data["meta"]))
     if meta["task"] == task and meta["models"] == list(models or []) and (
-        meta["probe_steps"] == probe_steps) and meta.get("layer_patterns") == patterns:
+        meta["probe_steps"] == probe_steps) and meta.get("layer_patterns") == patterns and (
+            "params" in meta):
       feats = {c: {k: data[f"{c}|{k}"] for k in meta["layers"][c]} for c in meta["candidates"]}
       return {"task": task, "candidates": meta["candidates"], "layers": meta["layers"],
               "penultimate": meta["penultimate"], "features": feats, "y": data["y"],
-              "probe": meta["probe"], "timings": meta["timings"]}
+              "probe": meta["probe"], "params": meta["params"], "timings": meta["timings"]}
   t0 = time.perf_counter()
-  x_tr, y_tr, x_te, y_te = demo.load_task(**{k: v for k, v in task.items() if k != "dataset"})
+  text = datasets.info(task["dataset"])["modality"] == "text"
+  load = {k: v for k, v in task.items() if k in ("n", "seed", "test_fraction", "image_size")}
+  x_tr, y_tr, x_te, y_te = datasets.load_target(task["dataset"], rgb=not text, **load)
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
   names = list(models) if models else list(demo.DEMO_MODELS)
-  cands, layers, penult, feats, acc = [], {}, {}, {}, {}
+  cands, layers, penult, feats, acc, params = [], {}, {}, {}, {}, {}
   for name in names:
+    inputs = [models_lib.tokenize(name, x, max_length=task["max_length"]) if text else x
+              for x in (x_tr, x_te)]
     for pretrained in (True, False):
       label = name if pretrained else name + demo.RANDOM_SUFFIX
       model = models_lib.load(name, pretrained=pretrained, seed=task["seed"])
       info = models_lib.info(name)
       scored = list(dict.fromkeys(demo.sweep_layers(info["layer_names"], patterns)
                                   + [info["penultimate"]]))
-      tr = capture.intermediates(model, x_tr, layers=scored, batch_size=128, progress=False)
-      te = capture.intermediates(model, x_te, layers=scored, batch_size=128, progress=False)
+      tr, te = (capture.intermediates(model, x, layers=scored, batch_size=128, progress=False)
+                for x in inputs)
       cands.append(label)
       layers[label], penult[label] = scored, info["penultimate"]
+      params[label] = demo._param_count(model)  # noqa: SLF001
       feats[label] = {k: np.asarray(tr[k]) for k in scored}
       acc[label] = {k: float(probe.linear_probe_accuracy(
           feats[label][k], y_tr, np.asarray(te[k]), y_te, num_classes=num_classes,
@@ -110,11 +112,12 @@ def extract(task: dict, *, models=None, probe_steps: int = 300, cache=None,
             flush=True)
   timings = {"extract_and_probe_s": time.perf_counter() - t0}
   out = {"task": task, "candidates": cands, "layers": layers, "penultimate": penult,
-         "features": feats, "y": np.asarray(y_tr), "probe": acc, "timings": timings}
+         "features": feats, "y": np.asarray(y_tr), "probe": acc, "params": params,
+         "timings": timings}
   if cache is not None:
     meta = dict(task=task, models=list(models or []), probe_steps=probe_steps, candidates=cands,
                 layer_patterns=patterns, layers=layers, penultimate=penult, probe=acc,
-                timings=timings)
+                params=params, timings=timings)
     arrays = {f"{c}|{k}": v for c in cands for k, v in feats[c].items()}
     np.savez(cache, y=out["y"], meta=np.asarray(json.dumps(meta)), **arrays)
   return out
@@ -223,10 +226,20 @@ class Rescorer:
 
 
 def evaluate(data: dict, variants: dict, members_of: dict, finetune, *, num_resamples: int,
-             seed: int) -> dict:
+             seed: int, model_truth: str = "fine-tuning accuracy") -> dict:
+  """The three choices' tables of one task.
+
+  ``finetune``: [candidates] the model-selection ground truth (None: no model table);
+  ``model_truth`` names it. Layer selection ranks the stages of each candidate with at least
+  three of them whose probe accuracies differ (a one-layer encoder has nothing to choose); its
+  baselines are the stages' width
+  and depth (the later, the better). Model and joint tables carry the width and parameter-count
+  baselines (``data["params"]``: the candidate's whole parameter count, for each of its stages).
+  """
   import transrate_jax as tj  # noqa: PLC0415
 
   cands = data["candidates"]
+  params = data.get("params")
   rescore = Rescorer(data, variants, members_of)
   out = {}
   # 1. Model selection at the penultimate layer against fine-tuning accuracy.
@@ -234,16 +247,21 @@ def evaluate(data: dict, variants: dict, members_of: dict, finetune, *, num_resa
     keys = [(c, data["penultimate"][c]) for c in cands]
     scores = {v: rescore(v, keys) for v in variants}
     widths = [data["features"][c][data["penultimate"][c]].shape[1] for c in cands]
-    out["model"] = tj.compare_metrics(scores, finetune, names=cands, widths=widths,
-                                      num_resamples=num_resamples, pool_size=6,
-                                      seed=seed).to_dict()
+    out["model"] = tj.compare_metrics(
+        scores, finetune, names=cands, widths=widths,
+        param_counts=None if params is None else [params[c] for c in cands],
+        num_resamples=num_resamples, pool_size=min(6, len(cands)), seed=seed).to_dict()
+    out["model"]["ground_truth"] = model_truth
     pen = {c: data["features"][c][data["penultimate"][c]] for c in cands}
     sens = tj.transrate_eps_sensitivity(pen, data["y"])
     out["eps_sensitivity_model"] = {str(e): k for e, k in sens["kendall"].items()}
   # 2. Layer selection within each candidate against the probe: mean Kendall over candidates.
+  layered = [c for c in cands if len(data["layers"][c]) >= 3 and np.ptp(
+      [data["probe"][c][k] for k in data["layers"][c]]) > 0]
   per = {v: [] for v in variants}
   regret = {v: [] for v in variants}
-  for c in cands:
+  baselines = {"width": [], "depth": []}
+  for c in layered:
     keys = [(c, k) for k in data["layers"][c]]
     acc = np.asarray([data["probe"][c][k] for k in data["layers"][c]])
     for v in variants:
@@ -254,164 +272,34 @@ def evaluate(data: dict, variants: dict, members_of: dict, finetune, *, num_resa
         continue
       per[v].append(float(tj.kendall_tau(sc, acc)))
       regret[v].append(float(tj.top1_regret(sc, acc)))
-  widths_layer = []
-  for c in cands:
-    acc = np.asarray([data["probe"][c][k] for k in data["layers"][c]])
     w = np.asarray([data["features"][c][k].shape[1] for k in data["layers"][c]], np.float64)
-    widths_layer.append(float(tj.kendall_tau(w, acc)) if np.ptp(w) > 0 else float("nan"))
-  out["layer"] = {"kendall_per_candidate": per, "mean_kendall": {
-      v: float(np.mean(k)) if np.all(np.isfinite(k)) else float("nan") for v, k in per.items()},
-                  "mean_top1_regret": {v: float(np.mean(r)) if np.all(np.isfinite(r)) else
-                                       float("nan") for v, r in regret.items()},
-                  "width_baseline_mean_kendall": float(np.nanmean(widths_layer)),
-                  "candidates": cands}
+    baselines["width"].append(float(tj.kendall_tau(w, acc)) if np.ptp(w) > 0 else float("nan"))
+    baselines["depth"].append(float(tj.kendall_tau(np.arange(len(acc), dtype=np.float64), acc)))
+
+  def mean(v):
+    return float(np.mean(v)) if len(v) and np.all(np.isfinite(v)) else float("nan")
+
+  out["layer"] = {"kendall_per_candidate": per, "top1_regret_per_candidate": regret,
+                  "mean_kendall": {v: mean(k) for v, k in per.items()},
+                  "mean_top1_regret": {v: mean(r) for v, r in regret.items()},
+                  "width_baseline_mean_kendall": mean([k for k in baselines["width"]
+                                                       if np.isfinite(k)]),
+                  "baselines_per_candidate": baselines,
+                  "candidates": layered}
   # 3. Joint: every (candidate, stage) against its probe accuracy.
   keys = [(c, k) for c in cands for k in data["layers"][c]]
   acc = np.asarray([data["probe"][c][k] for c, k in keys])
   widths = [data["features"][c][k].shape[1] for c, k in keys]
   scores = {v: [s[k] for k in keys] for v, s in variants.items()}
-  out["joint"] = tj.compare_metrics(scores, acc, names=[f"{c}|{k}" for c, k in keys],
-                                    widths=widths, num_resamples=num_resamples, pool_size=20,
-                                    num_pools=200, seed=seed).to_dict()
+  out["joint"] = tj.compare_metrics(
+      scores, acc, names=[f"{c}|{k}" for c, k in keys], widths=widths,
+      param_counts=None if params is None else [params[c] for c, _ in keys],
+      num_resamples=num_resamples, pool_size=min(20, len(keys)), num_pools=200,
+      seed=seed).to_dict()
   sens = tj.transrate_eps_sensitivity(
       {f"{c}|{k}": data["features"][c][k] for c, k in keys}, data["y"])
   out["eps_sensitivity_joint"] = {str(e): k for e, k in sens["kendall"].items()}
   return out
-
-
-def _variant_spec(name: str, result: dict):
-  """``(metrics, width_fair)`` of a results variant; None for one a Recommendation cannot express
-  (TransRate's official preset)."""
-  base, _, mode = name.partition("@")
-  if (mode or "raw") not in MODES:
-    return None
-  metrics = result["metrics"]
-  if base in result["rank_averages"]:  # the members, as with_rank_averages took them
-    names = result["rank_averages"][base]
-    members = [m for m in (metrics if names == "all" else names) if m in metrics]
-  else:
-    members = [base]
-  return members, MODES[mode or "raw"]
-
-
-def _r4(v):
-  return None if v is None else round(float(v), 4)
-
-
-def _leaderboard(result: dict, task: str) -> list:
-  """The task's candidate variants with a Kendall, best first by the recommendation's rule."""
-  if task == "layer":
-    layer = result["layer"]
-    rows = [{"variant": v, "kendall": k, "interval": None,
-             "top1_regret": layer["mean_top1_regret"].get(v)}
-            for v, k in layer["mean_kendall"].items()]
-  else:
-    rows = [{"variant": r["name"], "kendall": (r.get("kendall") or {}).get("estimate"),
-             "interval": [r["kendall"]["low"], r["kendall"]["high"]] if r.get("kendall") else None,
-             "top1_regret": r.get("top1_regret")}
-            for r in result[task]["rows"] if r["kind"] == "metric"]
-  rows = [r for r in rows if r["kendall"] is not None
-          and _variant_spec(r["variant"], result) is not None]
-  # The rule: the highest Kendall; a tie goes to the smaller top-1 regret, then the first name.
-  return sorted(rows, key=lambda r: (-r["kendall"], np.inf if r["top1_regret"] is None else
-                                     r["top1_regret"], r["variant"]))
-
-
-def derive_recommendation(result: dict) -> dict:
-  """The content of ``transrate_jax/data/recommended.json`` from this benchmark's results JSON.
-
-  Applies the rule of the module docstring to each choice and records the evidence the
-  recommendation's one-line ``evidence`` is composed from (``transrate_jax._src.recommend``'s
-  docstring lists the keys). Numbers are rounded to 4 decimals. ``held_out`` is null: one task
-  cannot say how the choice carries to another (a cross-task benchmark fills it).
-  """
-  from transrate_jax._src import recommend  # noqa: PLC0415
-
-  if "model" not in result:
-    raise ValueError("the results lack the model-selection table (no shipped fine-tuning ground "
-                     "truth for this task): cannot derive the model recommendation.")
-  stages = {}
-  for key in result["probe"]:
-    c = key.split("|", 1)[0]
-    stages[c] = stages.get(c, 0) + 1
-  truth = {"model": "fine-tuning accuracy", "layer": "probe accuracy", "joint": "probe accuracy"}
-  scope = {"model": "candidates", "layer": "stages of each candidate",
-           "joint": "(candidate, stage) pairs"}
-  recs = {}
-  for task in recommend.TASKS:
-    board = _leaderboard(result, task)
-    best = board[0]
-    metrics, width = _variant_spec(best["variant"], result)
-    raw = None
-    if width is not None:  # the same metric(s) on the raw features
-      raw = next(({"variant": r["variant"], "kendall": _r4(r["kendall"])} for r in board
-                  if _variant_spec(r["variant"], result) == (metrics, None)), None)
-    runners_up, seen = [], {tuple(metrics)}
-    for r in board[1:]:  # the best variant of each other metric (or rank average), two of them
-      m = tuple(_variant_spec(r["variant"], result)[0])
-      if m not in seen and len(runners_up) < 2:
-        seen.add(m)
-        runners_up.append({"variant": r["variant"], "kendall": _r4(r["kendall"])})
-    inside = None
-    if best["interval"] is not None:
-      lo, hi = best["interval"]
-      inside = sum(lo <= r["kendall"] <= hi for r in board[1:])
-    if task == "layer":
-      width_baseline = result["layer"]["width_baseline_mean_kendall"]
-      n = len(result["layer"]["candidates"])
-      num_stages = [min(stages.values()), max(stages.values())]
-      confidence = None
-    else:
-      w = next((r for r in result[task]["rows"] if r["kind"] == "baseline"
-                and r["name"] == "width"), None)
-      width_baseline = ((w or {}).get("kendall") or {}).get("estimate")
-      n = len(result[task]["candidates"])
-      num_stages = None
-      confidence = result[task]["confidence"]
-    recs[task] = {
-        "variant": best["variant"], "metrics": list(metrics), "width_fair": width,
-        "evidence": {
-            "ground_truth": truth[task], "scope": scope[task], "num_candidates": n,
-            "num_stages": num_stages, "kendall": _r4(best["kendall"]),
-            "interval": None if best["interval"] is None else [_r4(v) for v in best["interval"]],
-            "confidence": confidence, "top1_regret": _r4(best["top1_regret"]),
-            "others_inside_interval": inside, "raw": raw, "runners_up": runners_up,
-            "width_baseline": _r4(width_baseline)},
-        "held_out": None}
-  task_info = dict(result["task"], candidates=list(result["candidates"]),
-                   num_stage_sets=len(result["probe"]))
-  return {
-      "schema": recommend.SCHEMA,
-      "source": {"benchmark": "benchmarks/real_joint_selection.py",
-                 "results": "benchmarks/results/real_joint_selection.json",
-                 "command": "python benchmarks/real_joint_selection.py --write-recommendation",
-                 "tasks": [task_info]},
-      "rule": ("for each choice (model, layer, joint) the variant (one metric or a rank average, "
-               "raw or under a width mode) with the highest Kendall with the ground truth "
-               "(fine-tuning accuracy for model; linear-probe accuracy for layer, its mean over "
-               "candidates, and joint); a tie goes to the smaller top-1 regret, then to the first "
-               "name in sorted order; TransRate's official preset is not a width mode and not a "
-               "candidate. held_out: null until a cross-task, leave-one-task-out benchmark "
-               "writes each held-out task's Kendall, interval and top-1 regret."),
-      "recommendations": recs}
-
-
-def write_recommendation(results_path, out_path=RECOMMENDATION) -> dict:
-  """Derives the recommendation from a results JSON (nothing is scored) and writes it.
-
-  Prints each choice, and which changed against the file it replaces.
-  """
-  result = json.loads(pathlib.Path(results_path).read_text())
-  doc = derive_recommendation(result)
-  out_path = pathlib.Path(out_path)
-  old = json.loads(out_path.read_text()) if out_path.is_file() else {}
-  for task, rec in doc["recommendations"].items():
-    was = ((old.get("recommendations") or {}).get(task) or {}).get("variant")
-    note = "unchanged" if was == rec["variant"] else f"was {was}" if was else "new"
-    print(f"  {task}: {rec['variant']} ({note})")
-  out_path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-  print(f"wrote {out_path} from {results_path}")
-  return doc
 
 
 def main(argv=None) -> int:
@@ -422,14 +310,7 @@ def main(argv=None) -> int:
   p.add_argument("--resamples", type=int, default=1000)
   p.add_argument("--metrics", help="comma-separated feature metrics (default: all registered)")
   p.add_argument("--out", default=str(RESULTS), help="directory of the JSON and Markdown")
-  p.add_argument("--write-recommendation", nargs="?", const=str(RECOMMENDATION), metavar="PATH",
-                 help="only derive the recommendation from the results JSON in --out (no "
-                 "scoring) and write it to PATH (default: transrate_jax/data/recommended.json)")
   args = p.parse_args(argv)
-  if args.write_recommendation:
-    write_recommendation(pathlib.Path(args.out) / "real_joint_selection.json",
-                         args.write_recommendation)
-    return 0
   import transrate_jax as tj  # noqa: PLC0415
   from transrate_jax._src import demo  # noqa: PLC0415
 
@@ -474,9 +355,6 @@ def main(argv=None) -> int:
   out.with_suffix(".md").write_text(md)
   print(md)
   print(f"wrote {out} and {out.with_suffix('.md')}")
-  if not args.quick:
-    print("the shipped recommendation is not rewritten: review the results, then run python "
-          "benchmarks/real_joint_selection.py --write-recommendation")
   return 0
 
 

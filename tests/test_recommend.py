@@ -67,13 +67,13 @@ def test_parse_variant_and_score_errors():
 
 # The recommendation is data: transrate_jax/data/recommended.json, written by the benchmark.
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
-RESULTS = BENCH / "results" / "real_joint_selection.json"
+RESULTS = BENCH / "results" / "recommendation.json"
 SHIPPED = pathlib.Path(recommend.__file__).resolve().parent.parent / "data" / recommend.DATA_FILE
 
 
-def _joint_selection_script():
-  spec = importlib.util.spec_from_file_location("_bench_real_joint_selection",
-                                                BENCH / "real_joint_selection.py")
+def _recommendation_script():
+  spec = importlib.util.spec_from_file_location("_bench_recommendation",
+                                                BENCH / "recommendation.py")
   module = importlib.util.module_from_spec(spec)
   sys.path.insert(0, str(BENCH))
   spec.loader.exec_module(module)
@@ -82,32 +82,41 @@ def _joint_selection_script():
 
 def test_shipped_recommendation_is_what_the_benchmark_derives(tmp_path, capsys):
   # A hand edit of the file, or results rerun without --write-recommendation, fails here.
-  bench = _joint_selection_script()
+  bench = _recommendation_script()
   derived = bench.derive_recommendation(json.loads(RESULTS.read_text()))
   assert json.loads(json.dumps(derived)) == recommend._load_file()  # noqa: SLF001
   # The command writes the shipped file byte for byte, from the committed results alone.
   out = tmp_path / "recommended.json"
   assert bench.main(["--out", str(RESULTS.parent), "--write-recommendation", str(out)]) == 0
   assert out.read_text() == SHIPPED.read_text()
-  assert "knn_accuracy (new)" in capsys.readouterr().out
+  assert f"{tj.recommended('model').name} (new)" in capsys.readouterr().out
 
 
 def test_recommended_returns_what_the_file_says():
   doc = recommend._load_file()  # noqa: SLF001
-  assert doc["schema"] == recommend.SCHEMA and doc["source"]["tasks"]
+  assert doc["schema"] == recommend.SCHEMA == 2
+  tasks = [t["name"] for t in doc["source"]["tasks"]]
+  assert len(tasks) >= 4 and {t["modality"] for t in doc["source"]["tasks"]} == {"image", "text"}
   for task in recommend.TASKS:
     entry, rec = doc["recommendations"][task], tj.recommended(task)
     assert rec.metrics == tuple(entry["metrics"]) and rec.width_fair == entry["width_fair"]
-    assert entry["held_out"] is None and rec.data["held_out"] is None
-    ev = entry["evidence"]
-    assert rec.data["evidence"]["kendall"] == ev["kendall"]
-    assert rec.data["evidence"]["runners_up"][0]["variant"] == ev["runners_up"][0]["variant"]
-    assert rec.evidence == recommend.evidence_line(task, ev) and "\n" not in rec.evidence
-    assert f"Kendall {ev['kendall']:.2f}" in rec.evidence
-    if ev["interval"] is not None:
-      assert f"[{ev['interval'][0]:.2f}, {ev['interval'][1]:.2f}]" in rec.evidence
+    ev, held = entry["evidence"], entry["held_out"]
+    assert list(ev["tasks"]) == tasks and list(held["tasks"]) == tasks
+    # The mean is the mean of the per-task numbers it summarises.
+    assert ev["mean_kendall"] == pytest.approx(
+        np.mean([t["kendall"] for t in ev["tasks"].values()]), abs=1e-4)
+    assert rec.data["evidence"]["mean_kendall"] == ev["mean_kendall"]
+    assert rec.data["held_out"]["tasks"][tasks[0]]["best"]["variant"] == (
+        held["tasks"][tasks[0]]["best"]["variant"])
+    assert rec.evidence == recommend.evidence_line(task, entry) and "\n" not in rec.evidence
+    assert f"mean Kendall {ev['mean_kendall']:.2f} over {len(tasks)} tasks" in rec.evidence
+    for name, t in held["tasks"].items():  # every held-out task is quoted
+      k = "no score" if t["kendall"] is None else f"{t['kendall']:.2f}"
+      assert f"{name}" in rec.evidence and k in rec.evidence
+      # The best in hindsight is at least as good as the choice made without the task.
+      assert t["kendall"] is None or t["best"]["kendall"] >= t["kendall"]
     with pytest.raises(TypeError):  # read-only: the cached recommendation cannot be edited
-      rec.data["evidence"]["kendall"] = 1.0
+      rec.data["evidence"]["mean_kendall"] = 1.0
   assert tj.recommended("layer") is tj.recommended("layer")  # read once
 
 
@@ -127,24 +136,37 @@ def _edited(edit):
   return doc
 
 
+def _first(d):
+  return next(iter(d.values()))
+
+
 @pytest.mark.parametrize("edit,match", [
-    (lambda d: d.update(schema=2), "has schema 2; this version of transrate_jax reads schema 1"),
+    (lambda d: d.update(schema=1), "has schema 1; this version of transrate_jax reads schema 2"),
     (lambda d: d.pop("schema"), "has schema None"),
     (lambda d: d["recommendations"].pop("layer"), "must map exactly"),
     (lambda d: d.pop("rule"), "rule: expected a string"),
     (lambda d: d["source"].update(tasks=[]), "source"),
-    (lambda d: d["recommendations"]["layer"]["evidence"].update(num_stages=None),
-     "layer.evidence.num_stages"),
     (lambda d: d["recommendations"]["model"].pop("evidence"), r"model: missing \['evidence'\]"),
     (lambda d: d["recommendations"]["joint"].update(metrics=[]), "joint.metrics"),
     (lambda d: d["recommendations"]["joint"].update(width_fair="max"), "joint.width_fair"),
-    (lambda d: d["recommendations"]["layer"]["evidence"].update(kendall="0.8"),
-     "layer.evidence.kendall"),
-    (lambda d: d["recommendations"]["model"]["evidence"].update(interval=[1.0, 0.5]),
-     "model.evidence.interval"),
+    (lambda d: d["recommendations"]["layer"]["evidence"].update(mean_kendall="0.8"),
+     "layer.evidence.mean_kendall"),
+    (lambda d: d["recommendations"]["layer"]["evidence"].update(tasks={}),
+     "layer.evidence.tasks"),
+    (lambda d: _first(d["recommendations"]["model"]["evidence"]["tasks"]).update(
+        interval=[1.0, 0.5]), r"model.evidence.tasks.\w+.interval"),
+    (lambda d: _first(d["recommendations"]["model"]["evidence"]["tasks"]).pop("num_candidates"),
+     "num_candidates"),
     (lambda d: d["recommendations"]["model"]["evidence"]["runners_up"].append({"variant": "x"}),
-     r"runners_up\[2\]"),
-    (lambda d: d["recommendations"]["model"].update(held_out={"tasks": {}}), "model.held_out"),
+     r"runners_up\[3\]"),
+    (lambda d: d["recommendations"]["model"]["evidence"]["baselines"].update(width="high"),
+     "model.evidence.baselines.width"),
+    (lambda d: d["recommendations"]["model"].update(held_out=None), "model.held_out"),
+    (lambda d: d["recommendations"]["model"]["held_out"].update(tasks={}), "model.held_out"),
+    (lambda d: _first(d["recommendations"]["joint"]["held_out"]["tasks"]).update(
+        top1_regret="0"), r"joint.held_out.tasks.\w+.top1_regret"),
+    (lambda d: _first(d["recommendations"]["joint"]["held_out"]["tasks"]).pop("best"),
+     r"joint.held_out.tasks.\w+.best"),
 ])
 def test_malformed_recommendation_file_raises(edit, match, monkeypatch, fresh_recommendations):
   monkeypatch.setattr(recommend, "_load_file", lambda: _edited(edit))
@@ -152,64 +174,88 @@ def test_malformed_recommendation_file_raises(edit, match, monkeypatch, fresh_re
     tj.recommended("model")
 
 
-def test_unreadable_file_and_held_out_evidence(monkeypatch, fresh_recommendations):
+def test_unreadable_file_and_held_out_evidence_line(monkeypatch, fresh_recommendations):
   def unreadable():
     raise json.JSONDecodeError("Expecting value", "", 0)
   monkeypatch.setattr(recommend, "_load_file", unreadable)
   with pytest.raises(ValueError, match="cannot read transrate_jax/data/recommended.json"):
     tj.recommended()
-  recommend._recommendations.cache_clear()  # noqa: SLF001
-  # The cross-task benchmark's held-out numbers, once written, join the evidence line.
-  held = {"protocol": "leave-one-task-out", "tasks": {
-      "mnist": {"variant": "regularized_hscore@pca-min", "kendall": 0.81,
-                "interval": [0.7, 0.9], "top1_regret": 0.01},
-      "cifar10": {"variant": "parc", "kendall": 0.5, "interval": None, "top1_regret": None}}}
-  monkeypatch.setattr(recommend, "_load_file", lambda: _edited(
-      lambda d: d["recommendations"]["joint"].update(held_out=held)))
-  rec = tj.recommended("joint")
-  assert rec.evidence.endswith("; held out (leave-one-task-out): mnist 0.81, cifar10 0.50")
-  assert rec.data["held_out"]["tasks"]["cifar10"]["variant"] == "parc"
+  # The held-out numbers as the line quotes them: the variant chosen there when it is not the
+  # shipped one, a task where it has no score, and how many tasks meet the regret target.
+  entry = {"variant": "gbc", "evidence": {
+      "ground_truth": "probe accuracy", "scope": "candidates", "mean_kendall": 0.5,
+      "mean_top1_regret": 0.02, "baselines": {"width": 0.1, "params": None},
+      "tasks": {"a": {"kendall": 0.6}, "b": {"kendall": 0.4}}},
+      "held_out": {"protocol": "leave-one-task-out: ...", "max_top1_regret": 0.01, "tasks": {
+          "a": {"variant": "gbc", "kendall": 0.55, "top1_regret": 0.0},
+          "b": {"variant": "logme@pca-min", "kendall": None, "top1_regret": None}}}}
+  line = recommend.evidence_line("model", entry)
+  assert line == ("mean Kendall 0.50 over 2 tasks (Kendall with probe accuracy, candidates: "
+                  "a 0.60, b 0.40), mean top-1 regret 0.020 (static baselines: width 0.10); held "
+                  "out (leave-one-task-out): a 0.55 regret 0.000, b (logme@pca-min) no score; "
+                  "top-1 regret within 0.01 on 1 of 2")
 
 
-def _row(name, kendall, regret, low=None, high=None, kind="metric"):
-  k = None if kendall is None else {"estimate": kendall, "low": low if low is not None else
-                                    kendall - 0.1, "high": high if high is not None else 1.0}
+def _row(name, kendall, regret, kind="metric"):
+  k = None if kendall is None else {"estimate": kendall, "low": kendall - 0.1, "high": 1.0}
   return {"name": name, "kind": kind, "kendall": k, "top1_regret": regret}
 
 
-def test_derivation_rule_and_tie_break():
-  bench = _joint_selection_script()
-  table = {"candidates": ["p", "q", "r"], "confidence": 0.95, "rows": [
-      _row("b", 0.8, 0.02), _row("a@pca-min", 0.8, 0.02), _row("c", 0.8, 0.05),
-      _row("transrate@official", 0.99, 0.0), _row("rankavg(all)@pca-64", 0.8, 0.05),
-      _row("a", 0.3, 0.0), _row("c@pca-min", None, None),
-      _row("width", None, None, kind="baseline"), _row("random", 0.0, 0.3, kind="random")]}
-  result = {
-      "task": {"dataset": "toy"}, "candidates": ["p", "q"], "metrics": ["a", "b", "c"],
-      "rank_averages": {"rankavg(all)": "all"}, "model": table,
-      "joint": dict(table, rows=table["rows"][:3] + [_row("width", -0.2, 0.1, kind="baseline")]),
-      "probe": {"p|s0": 0.5, "p|s1": 0.6, "q|s0": 0.4},
-      "layer": {"candidates": ["p", "q"], "width_baseline_mean_kendall": None,
-                "mean_kendall": {"a": 0.1, "rankavg(all)@pca-64": 0.7, "b@pca-64": 0.7},
-                "mean_top1_regret": {"a": 0.0, "rankavg(all)@pca-64": 0.01, "b@pca-64": 0.01}}}
-  recs = bench.derive_recommendation(result)["recommendations"]
-  # The official preset is no candidate; a tie at 0.8 goes to the smaller regret, then the name.
-  assert recs["model"]["variant"] == "a@pca-min"
-  assert (recs["model"]["metrics"], recs["model"]["width_fair"]) == (["a"], "min")
-  ev = recs["model"]["evidence"]
-  assert ev["raw"] == {"variant": "a", "kendall": 0.3}
-  assert [r["variant"] for r in ev["runners_up"]] == ["b", "c"]  # one per other metric
-  assert ev["others_inside_interval"] == 3 and ev["width_baseline"] is None
-  assert recs["joint"]["evidence"]["width_baseline"] == -0.2
-  # A rank average of "all" names its members; ties in layer go to the first name.
-  layer = recs["layer"]
-  assert layer["variant"] == "b@pca-64" and layer["width_fair"] == 64
-  assert layer["evidence"]["num_stages"] == [1, 2] and layer["evidence"]["interval"] is None
-  assert layer["evidence"]["runners_up"][0]["variant"] == "rankavg(all)@pca-64"
+def _task(rows, layer, baselines=(0.1, 0.2)):
+  """One task's tables as benchmarks/recommendation.py's run_task writes them."""
+  table = {"candidates": ["p", "q", "r"], "rows": [_row(*r) for r in rows] + [
+      _row("width", baselines[0], 0.1, kind="baseline"),
+      _row("params", baselines[1], 0.1, kind="baseline"), _row("random", 0.0, 0.3, "random")]}
+  return {"model": table, "joint": table, "layer": {
+      "candidates": ["p", "q"],
+      "kendall_per_candidate": {v: list(k) for v, k in layer.items()},
+      "top1_regret_per_candidate": {v: [0.0, 0.02] for v in layer},
+      "baselines_per_candidate": {"width": [0.0, float("nan")], "depth": [0.5, 0.3]}}}
+
+
+def test_leave_one_task_out_rule_and_tie_break():
+  bench = _recommendation_script()
+  rows = {  # variant -> Kendall on tasks t1, t2, t3
+      "a": (0.9, 0.9, 0.1), "b@pca-min": (0.6, 0.6, 0.8), "c": (0.6, 0.6, 0.8),
+      "transrate@official": (1.0, 1.0, 1.0), "d": (None, 0.95, 0.95)}
+  regret = {"a": 0.0, "b@pca-min": 0.01, "c": 0.05, "transrate@official": 0.0, "d": 0.0}
+  tasks = {t: _task([(v, k[i], regret[v]) for v, k in rows.items()],
+                    {"a": (0.5, 0.5), "e@pca-64": (0.7, 0.7 - 0.2 * i), "d": (float("nan"), 1)},
+                    baselines=(0.1 * i, 0.95))
+           for i, t in enumerate(("t1", "t2", "t3"))}
+  loto = bench.leave_one_task_out(tasks, num_resamples=200)
+  model = loto["model"]
+  # On all tasks b@pca-min and c tie at a mean of 0.667, above a (0.633); the tie goes to the
+  # smaller mean regret. The official preset is never chosen, and d, with no Kendall on t1, is
+  # not eligible.
+  assert model["chosen_on_all"]["variant"] == "b@pca-min"
+  assert model["chosen_on_all"]["mean_kendall"] == pytest.approx(2.0 / 3.0, abs=1e-4)
+  assert [r["variant"] for r in model["chosen_on_all"]["runners_up"]] == ["c", "a"]
+  held = model["held_out"]
+  # Holding out t3, a wins on t1 and t2 and is scored on t3, where it ranks badly.
+  assert held["t3"]["variant"] == "a" and held["t3"]["kendall"] == pytest.approx(0.1)
+  assert held["t3"]["interval"] == [pytest.approx(0.0), 1.0] and held["t3"]["top1_regret"] == 0.0
+  assert held["t3"]["best"]["variant"] == "d"  # the best in hindsight on t3 (d has a score there)
+  assert held["t3"]["baselines"] == {"width": pytest.approx(0.2), "params": 0.95}
+  assert held["t3"]["meets_regret_target"] and not held["t3"]["above_every_baseline"]
+  # Holding out t1, d leads on t2 and t3 but has no score on t1: reported as such, not replaced.
+  assert held["t1"]["variant"] == "d" and held["t1"]["kendall"] is None
+  assert held["t1"]["meets_regret_target"] is None and held["t1"]["best"]["variant"] == "a"
+  # Layer: means over candidates; a variant with a NaN on one candidate is left out of that task.
+  layer = loto["layer"]
+  assert layer["chosen_on_all"]["variant"] == "e@pca-64"
+  assert layer["chosen_on_all"]["tasks"]["t2"]["kendall"] == pytest.approx(0.6)
+  assert layer["chosen_on_all"]["tasks"]["t2"]["top1_regret"] == pytest.approx(0.01)
+  lo, hi = layer["chosen_on_all"]["tasks"]["t2"]["interval"]
+  assert lo == pytest.approx(0.5) and hi == pytest.approx(0.7)  # candidates resampled
+  assert layer["chosen_on_all"]["baselines"] == {"width": 0.0, "depth": 0.4}
+  assert layer["held_out"]["t1"]["baselines"] == {"width": 0.0, "depth": 0.4}
+  # What the library reads back.
+  result = {"tasks": {t: dict(r, task={"dataset": t}, modality="image", candidates=["p", "q", "r"],
+                              probe={"p|s": 0.5}) for t, r in tasks.items()},
+            "metrics": ["a", "b", "c", "d", "e"], "rank_averages": {}, "leave_one_task_out": loto}
   doc = json.loads(json.dumps(bench.derive_recommendation(result)))
-  assert recommend.from_data(doc)["layer"].metrics == ("b",)  # what the library reads back
-  tied = dict(result, layer=dict(result["layer"], mean_kendall={"rankavg(all)@pca-64": 0.9}))
-  assert bench.derive_recommendation(tied)["recommendations"]["layer"]["metrics"] == [
-      "a", "b", "c"]
-  with pytest.raises(ValueError, match="model-selection table"):
-    bench.derive_recommendation({k: v for k, v in result.items() if k != "model"})
+  recs = recommend.from_data(doc)
+  assert recs["model"].metrics == ("b",) and recs["model"].width_fair == "min"
+  assert recs["layer"].width_fair == 64
+  assert "t3 (a) 0.10 regret 0.000" in recs["model"].evidence

@@ -278,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument("--models", nargs="*",
                     help="model names (default: the four ImageNet CNNs; zoo names with --zoo)")
   demo.add_argument("--metrics", help="comma-separated metric names, or 'all' for every "
-                    "registered metric (default: TransRate, the recommended metrics, GBC, ETran, "
-                    "LEEP and NCE; with --zoo every metric but N-LEEP)")
+                    "registered metric (default: TransRate, SFDA and the regularized H-score (the "
+                    "model and layer recommendations' metrics), GBC, ETran, LEEP and NCE; with "
+                    "--zoo every metric but N-LEEP)")
   demo.add_argument("--image-size", type=int, default=None,
                     help="side of the resized MNIST images (default 32; real backbones)")
   demo.add_argument("--n", type=int, default=None,

@@ -1,34 +1,36 @@
 """Which metric should I trust? The library's measured recommendation, and rank averages.
 
 The recommendation is data, not code: ``transrate_jax/data/recommended.json``, written by
-``python benchmarks/real_joint_selection.py --write-recommendation`` from that benchmark's
-committed results (``benchmarks/results/real_joint_selection.json``): the demo's MNIST task, eight
-candidates (four ImageNet backbones and their random-init controls), 166 (candidate, stage)
-feature sets, every registered feature metric under each width mode, against fine-tuning accuracy
-(model selection) and linear-probe accuracy per stage (layer and joint selection). For each choice
-the rule (stated in the file) takes the variant with the highest Kendall. It is one task; each
-recommendation's ``held_out`` entry is null until a cross-task, leave-one-task-out benchmark fills
-it, and docs/choosing.md says how far one task carries.
+``python benchmarks/recommendation.py --write-recommendation`` from that benchmark's committed
+results (``benchmarks/results/recommendation.json``): four real target tasks (MNIST and digits
+images with ten image candidates, Rotten Tomatoes and BBC News texts with six text candidates,
+each backbone with its published weights and randomly initialised), every registered feature
+metric under each width mode, against linear-probe accuracy per stage. For each choice the rule
+(stated in the file) takes the variant with the highest mean Kendall over the tasks; its
+``held_out`` evidence is leave-one-task-out: the same rule on all tasks but one, scored on that one.
 
 The file (schema :data:`SCHEMA`)::
 
-  {"schema": 1,
-   "source": {"benchmark", "results", "command", "tasks": [{"dataset", ..., "candidates"}]},
+  {"schema": 2,
+   "source": {"benchmark", "results", "command", "tasks": [{"name", "dataset", ..., "candidates"}]},
    "rule": "...",
    "recommendations": {"model" | "layer" | "joint": {
      "variant": the benchmark's name of the variant ("metric", "rankavg(...)", "...@pca-min"),
      "metrics": [registered metric, ...], "width_fair": null | "min" | int,
-     "evidence": {"ground_truth", "scope", "num_candidates", "num_stages": null | [min, max],
-                  "kendall", "interval": null | [low, high], "confidence": null | float,
-                  "top1_regret": null | float, "others_inside_interval": null | int,
-                  "raw": null | {"variant", "kendall"}, "runners_up": [{"variant", "kendall"}],
-                  "width_baseline": null | float},
-     "held_out": null | {"protocol": str, "tasks": {task: {"variant", "kendall",
-                                                           "interval": null | [low, high],
-                                                           "top1_regret": null | float}}}}}}
+     "evidence": {"ground_truth", "scope", "mean_kendall", "mean_top1_regret": null | float,
+                  "tasks": {task: {"kendall", "interval": null | [low, high],
+                                   "top1_regret": null | float, "num_candidates"}},
+                  "runners_up": [{"variant", "kendall"}], "baselines": {name: null | float}},
+     "held_out": {"protocol": str, "max_top1_regret": float,
+                  "tasks": {task: {"variant", "kendall": null | float,
+                                   "interval": null | [low, high], "top1_regret": null | float,
+                                   "best": {"variant", "kendall", "interval", "top1_regret"},
+                                   "baselines": {name: null | float}}}}}}}
 
-For "layer", ``kendall`` and ``top1_regret`` are means over the candidates (each candidate's stages
-ranked alone) and there is no interval.
+For "layer", ``kendall`` and ``top1_regret`` are means over a task's candidates (each
+candidate's stages ranked alone) and the interval resamples the candidates. ``baselines`` are the
+static rankings (feature width, parameter count; depth for layers): their mean Kendall over the
+tasks in ``evidence``, their Kendall on the held-out task in ``held_out``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 
 TASKS = ("model", "layer", "joint")
 # The version of recommended.json's layout this module reads (and the benchmark writes).
-SCHEMA = 1
+SCHEMA = 2
 DATA_FILE = "recommended.json"  # in transrate_jax/data
 
 
@@ -59,13 +61,14 @@ class Recommendation:
     metrics: the registered metric(s); with several, candidates are ranked by their
       :func:`rank_average`.
     width_fair: the width mode (None, "min" or an int; see ``width_fair`` of ``layer_sweep``).
-    evidence: the measurement behind it, in one line (Kendall with its 95% bootstrap interval),
-      composed from ``data["evidence"]``.
+    evidence: the measurement behind it, in one line: the mean Kendall over the benchmark's
+      tasks, and the Kendall and top-1 regret on each task when it was held out (chosen on the
+      others); composed from ``data["evidence"]`` and ``data["held_out"]``.
     data: the numbers behind it, read-only: this task's entry of
       ``transrate_jax/data/recommended.json`` (``variant``, ``metrics``, ``width_fair``,
-      ``evidence``: Kendall, interval, top-1 regret, runners-up, width baseline; ``held_out``:
-      None until the cross-task benchmark; :doc:`/choosing` lists every key). Mappings are
-      read-only and lists are tuples. None for a Recommendation built by hand.
+      ``evidence``: per-task Kendall, interval and top-1 regret, runners-up, static baselines;
+      ``held_out``: the leave-one-task-out measurement; :doc:`/choosing` lists every key).
+      Mappings are read-only and lists are tuples. None for a Recommendation built by hand.
   """
   task: str
   metrics: Tuple[str, ...]
@@ -176,7 +179,7 @@ def from_data(doc: Any) -> Dict[str, Recommendation]:
   if doc.get("schema") != SCHEMA:
     raise ValueError(f"{where} has schema {doc.get('schema')!r}; this version of transrate_jax "
                      f"reads schema {SCHEMA} (regenerate it with python "
-                     "benchmarks/real_joint_selection.py --write-recommendation).")
+                     "benchmarks/recommendation.py --write-recommendation).")
   src = doc.get("source")
   _check(isinstance(src, dict) and isinstance(src.get("tasks"), list) and src["tasks"],
          f"{where}: source", "expected an object with a non-empty 'tasks' list")
@@ -189,10 +192,8 @@ def from_data(doc: Any) -> Dict[str, Recommendation]:
   for task in TASKS:
     entry = recs[task]
     _check_entry(entry, f"{where}: recommendations.{task}")
-    _check(task != "layer" or entry["evidence"].get("num_stages") is not None,
-           f"{where}: recommendations.layer.evidence.num_stages", "expected [min, max]")
     out[task] = Recommendation(task, tuple(entry["metrics"]), entry["width_fair"],
-                               evidence_line(task, entry["evidence"], entry["held_out"]),
+                               evidence_line(task, entry),
                                _frozen(entry))
   return out
 
@@ -216,6 +217,26 @@ def _check_variant_kendall(v, where: str) -> None:
          where, f"expected {{'variant': str, 'kendall': number}}, got {v!r}")
 
 
+def _check_optional_num(v, where: str) -> None:
+  _check(v is None or _is_num(v), where, f"expected null or a number, got {v!r}")
+
+
+def _check_scored(v, where: str, *, kendall_required: bool) -> None:
+  """``{"kendall", "interval", "top1_regret"}`` of one task."""
+  _check(isinstance(v, dict), where, f"expected an object, got {v!r}")
+  k = v.get("kendall")
+  _check(_is_num(k) or (k is None and not kendall_required), f"{where}.kendall",
+         f"expected a number, got {k!r}")
+  _check_interval(v.get("interval"), f"{where}.interval")
+  _check_optional_num(v.get("top1_regret"), f"{where}.top1_regret")
+
+
+def _check_baselines(v, where: str) -> None:
+  _check(isinstance(v, dict), where, f"expected {{name: null | number}}, got {v!r}")
+  for name, k in v.items():
+    _check_optional_num(k, f"{where}.{name}")
+
+
 def _check_entry(entry, where: str) -> None:
   _check(isinstance(entry, dict), where, "expected an object")
   missing = {"variant", "metrics", "width_fair", "evidence", "held_out"} - set(entry)
@@ -229,39 +250,37 @@ def _check_entry(entry, where: str) -> None:
          f"{where}.width_fair", f"expected null, 'min' or a positive int, got {w!r}")
   ev = entry["evidence"]
   _check(isinstance(ev, dict), f"{where}.evidence", "expected an object")
-  want = {"ground_truth": str, "scope": str, "num_candidates": int, "kendall": float}
-  for key, kind in want.items():
-    v = ev.get(key)
-    ok = _is_num(v) if kind is float else isinstance(v, kind) and not isinstance(v, bool)
-    _check(ok, f"{where}.evidence.{key}", f"expected a {kind.__name__}, got {v!r}")
-  for key in ("confidence", "top1_regret", "width_baseline"):
-    _check(ev.get(key) is None or _is_num(ev[key]), f"{where}.evidence.{key}",
-           f"expected null or a number, got {ev.get(key)!r}")
-  _check_interval(ev.get("interval"), f"{where}.evidence.interval")
-  n = ev.get("others_inside_interval")
-  _check(n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 0),
-         f"{where}.evidence.others_inside_interval", f"expected null or a count, got {n!r}")
-  st = ev.get("num_stages")
-  _check(st is None or (isinstance(st, list) and len(st) == 2 and all(
-      isinstance(x, int) and not isinstance(x, bool) for x in st)),
-         f"{where}.evidence.num_stages", f"expected null or [min, max], got {st!r}")
-  if ev.get("raw") is not None:
-    _check_variant_kendall(ev["raw"], f"{where}.evidence.raw")
+  for key in ("ground_truth", "scope"):
+    _check(isinstance(ev.get(key), str), f"{where}.evidence.{key}",
+           f"expected a string, got {ev.get(key)!r}")
+  _check(_is_num(ev.get("mean_kendall")), f"{where}.evidence.mean_kendall",
+         f"expected a number, got {ev.get('mean_kendall')!r}")
+  _check_optional_num(ev.get("mean_top1_regret"), f"{where}.evidence.mean_top1_regret")
+  tasks = ev.get("tasks")
+  _check(isinstance(tasks, dict) and tasks, f"{where}.evidence.tasks",
+         "expected a non-empty {task: {...}} object")
+  for name, t in tasks.items():
+    _check_scored(t, f"{where}.evidence.tasks.{name}", kendall_required=True)
+    n = t.get("num_candidates")
+    _check(isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+           f"{where}.evidence.tasks.{name}.num_candidates", f"expected a count, got {n!r}")
   ru = ev.get("runners_up")
   _check(isinstance(ru, list), f"{where}.evidence.runners_up", f"expected a list, got {ru!r}")
   for i, r in enumerate(ru):
     _check_variant_kendall(r, f"{where}.evidence.runners_up[{i}]")
-  held = entry["held_out"]
-  if held is not None:
-    hw = f"{where}.held_out"
-    _check(isinstance(held, dict) and isinstance(held.get("protocol"), str) and isinstance(
-        held.get("tasks"), dict) and held["tasks"], hw,
-           "expected null or {'protocol': str, 'tasks': {task: {...}}}")
-    for name, t in held["tasks"].items():
-      _check_variant_kendall(t, f"{hw}.tasks.{name}")
-      _check_interval(t.get("interval"), f"{hw}.tasks.{name}.interval")
-      _check(t.get("top1_regret") is None or _is_num(t["top1_regret"]),
-             f"{hw}.tasks.{name}.top1_regret", "expected null or a number")
+  _check_baselines(ev.get("baselines"), f"{where}.evidence.baselines")
+  held, hw = entry["held_out"], f"{where}.held_out"
+  _check(isinstance(held, dict) and isinstance(held.get("protocol"), str) and isinstance(
+      held.get("tasks"), dict) and held["tasks"] and _is_num(held.get("max_top1_regret")), hw,
+         "expected {'protocol': str, 'max_top1_regret': number, 'tasks': {task: {...}}}")
+  for name, t in held["tasks"].items():
+    tw = f"{hw}.tasks.{name}"
+    _check(isinstance(t, dict) and isinstance(t.get("variant"), str), f"{tw}.variant",
+           "expected a string")
+    _check_scored(t, tw, kendall_required=False)
+    _check_scored(t.get("best"), f"{tw}.best", kendall_required=True)
+    _check(isinstance(t["best"].get("variant"), str), f"{tw}.best.variant", "expected a string")
+    _check_baselines(t.get("baselines"), f"{tw}.baselines")
 
 
 def _frozen(v):
@@ -273,37 +292,32 @@ def _frozen(v):
   return v
 
 
-def evidence_line(task: str, ev: Mapping[str, Any], held_out: Optional[Mapping] = None) -> str:
-  """The one-line evidence of a recommendation from its numbers (``data["evidence"]``)."""
-  kendall = f"{ev['kendall']:.2f}"
-  if ev.get("interval") is not None:
-    kendall += f" [{ev['interval'][0]:.2f}, {ev['interval'][1]:.2f}]"
-  if task == "layer":
-    lo, hi = ev["num_stages"] if ev.get("num_stages") else (None, None)
-    stages = f"{lo}-{hi}" if lo != hi else f"{lo}"
-    line = (f"mean Kendall {kendall} with the {ev['ground_truth']} of each of "
-            f"{ev['num_candidates']} candidates' {stages} stages")
-    regret = "mean top-1 regret"
-  else:
-    line = f"Kendall {kendall} with {ev['ground_truth']} over {ev['num_candidates']} {ev['scope']}"
-    regret = "top-1 regret"
-  if ev.get("top1_regret") is not None:
-    line += f", {regret} {ev['top1_regret']:.3f}"
-  if ev.get("others_inside_interval") is not None:
-    line += f"; {ev['others_inside_interval']} other variants lie inside that interval"
-  notes = []
-  if ev.get("raw") is not None:
-    notes.append(f"raw {ev['raw']['variant']} {ev['raw']['kendall']:.2f}")
-  if ev.get("runners_up"):
-    notes.append("runners-up " + ", ".join(f"{r['variant']} {r['kendall']:.2f}"
-                                           for r in ev["runners_up"]))
-  if ev.get("width_baseline") is not None:
-    notes.append(f"width baseline {ev['width_baseline']:.2f}")
-  if notes:
-    line += f" ({'; '.join(notes)})"
-  if held_out:
-    line += f"; held out ({held_out['protocol']}): " + ", ".join(
-        f"{name} {t['kendall']:.2f}" for name, t in held_out["tasks"].items())
+def evidence_line(task: str, entry: Mapping[str, Any]) -> str:
+  """The one-line evidence of a recommendation from its numbers (an entry of the file: its
+  ``variant``, ``evidence`` and ``held_out``): the mean Kendall over the tasks and each task's, the static baselines,
+  then each held-out task's Kendall and top-1 regret (with the variant chosen there when it is
+  not the shipped one) and how many meet the regret target."""
+  ev, held_out = entry["evidence"], entry["held_out"]
+  what = "mean over each task's candidates of the Kendall" if task == "layer" else "Kendall"
+  per = ", ".join(f"{name} {t['kendall']:.2f}" for name, t in ev["tasks"].items())
+  line = (f"mean Kendall {ev['mean_kendall']:.2f} over {len(ev['tasks'])} tasks ({what} with "
+          f"{ev['ground_truth']}, {ev['scope']}: {per})")
+  if ev.get("mean_top1_regret") is not None:
+    line += f", mean top-1 regret {ev['mean_top1_regret']:.3f}"
+  base = [f"{b} {k:.2f}" for b, k in (ev.get("baselines") or {}).items() if k is not None]
+  if base:
+    line += f" (static baselines: {', '.join(base)})"
+  parts, met = [], 0
+  for name, t in held_out["tasks"].items():
+    k = "no score" if t["kendall"] is None else f"{t['kendall']:.2f}"
+    r = t.get("top1_regret")
+    if r is not None and r <= held_out["max_top1_regret"]:
+      met += 1
+    note = "" if t["variant"] == entry["variant"] else f" ({t['variant']})"
+    parts.append(f"{name}{note} {k}" + ("" if r is None else f" regret {r:.3f}"))
+  line += (f"; held out ({held_out['protocol'].split(':')[0]}): " + ", ".join(parts)
+           + f"; top-1 regret within {held_out['max_top1_regret']:g} on {met} of "
+           f"{len(held_out['tasks'])}")
   return line
 
 
@@ -311,8 +325,8 @@ def recommended(task: str = "joint") -> Recommendation:
   """The library's recommendation for ``task`` ("model", "layer" or "joint").
 
   Read from ``transrate_jax/data/recommended.json`` (once), which
-  ``python benchmarks/real_joint_selection.py --write-recommendation`` derives from the
-  benchmark's results; ``.data`` holds its numbers.
+  ``python benchmarks/recommendation.py --write-recommendation`` derives from the cross-task
+  benchmark's results; ``.data`` holds its numbers, held-out evidence included.
 
   Raises:
     ValueError: an unknown ``task``, or a missing, malformed or unknown-schema data file.
