@@ -101,8 +101,8 @@ def run_task(name: str, task: dict, *, metrics, models, layers, probe_steps: int
              num_resamples: int, cache_dir) -> dict:
   """One task's three tables (``real_joint_selection.evaluate``), cached per task in ``cache_dir``.
 
-  The cache key is everything that sets the numbers (task, models, metrics, probe steps,
-  resamples); a cached task is read back, not scored again.
+  The cache key is everything that sets the numbers (task, models, layers, metrics, probe steps,
+  resamples, width modes); a cached task is read back, not scored again.
   """
   key = dict(task=task, models=list(models), layers=list(layers), metrics=list(metrics),
              probe_steps=probe_steps, num_resamples=num_resamples, modes=list(joint.MODES))
@@ -236,14 +236,14 @@ def expressible(variant: str) -> bool:
   return (variant.partition("@")[2] or "raw") in joint.MODES
 
 
-def choose(boards, *, exclude=()) -> dict:
+def choose(boards) -> dict:
   """The rule: over the given tasks' boards, the expressible variant with a finite Kendall on
   every one and the highest mean Kendall; a tie goes to the smaller mean top-1 regret, then to the
   first name in sorted order. Returns ``{"variant", "mean_kendall", "mean_top1_regret",
   "ranking"}`` (``ranking``: every eligible variant, best first, with its mean Kendall)."""
   names = set.intersection(*(set(b) for b in boards))
   rows = []
-  for v in sorted(n for n in names if expressible(n) and n not in exclude):
+  for v in sorted(n for n in names if expressible(n)):
     ks = [b[v]["kendall"] for b in boards]
     rs = [b[v]["top1_regret"] for b in boards]
     regret = float(np.mean(rs)) if all(r is not None for r in rs) else float("inf")
