@@ -20,7 +20,7 @@ width mode (``raw``, ``pca-min``, ``pca-64``) and two fixed rank averages score 
 features and tested on the target-test ones (the backbone frozen). Three choices per task:
 
 1. model: the candidates' penultimate layers against their probe accuracy (fine-tuning every
-   candidate of four tasks does not fit the CPU budget: MNIST's 8 took 25 minutes; the probe is
+   candidate of four tasks does not fit the CPU budget: MNIST's 8 take 20-30 minutes; the probe is
    the same ground truth for every task);
 2. layer: within each candidate with at least three stages, the stages against their probe
    accuracy (mean Kendall and mean top-1 regret over candidates; the interval resamples the
@@ -34,7 +34,7 @@ beside the best variant in hindsight on that task and the static baselines (feat
 parameter count; depth for layers). The shipped recommendation is the variant chosen the same way
 on all four tasks; its held-out evidence is what the leave-one-task-out runs measured.
 
-Run: ``python benchmarks/recommendation.py`` (about 30 minutes on a 2-core CPU; resumable: each
+Run: ``python benchmarks/recommendation.py`` (about 17 minutes on a 2-core CPU; resumable: each
 task's features, probes and scores are cached in ``--cache``, so a rerun only redoes what
 changed). ``--quick``: tiny tasks, one backbone per modality, two metrics (CI runs it through
 tests/test_demo.py). Writes ``benchmarks/results/recommendation.{json,md}``; then
