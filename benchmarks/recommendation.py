@@ -136,31 +136,9 @@ def run_task(name: str, task: dict, *, metrics, models, layers, probe_steps: int
                 timings=dict(data["timings"], scoring_s=scoring_s,  # extraction: when it ran
                              evaluate_s=time.perf_counter() - t0))
   result = json.loads(json.dumps(_finite(result), allow_nan=False))
-  _free_programs_near_the_map_limit()
   if path is not None:
     path.write_text(json.dumps({"key": key, "result": result}))
   return result
-
-
-def _free_programs_near_the_map_limit() -> None:
-  """``jax.clear_caches()`` once this process holds over a quarter of the kernel's memory mappings.
-
-  Each compiled program maps memory, and a process that keeps a few thousand of them reaches the
-  kernel's limit (``vm.max_map_count``, 65530 by default), where XLA's compiler fails with
-  "Cannot allocate memory" and the process dies: an image task of the full run leaves about
-  32,000 mappings, and the second one died. Small runs keep their programs (the quick mode's two
-  image tasks share shapes, so the second reuses the first's programs).
-  """
-  import jax  # noqa: PLC0415
-
-  try:
-    used = len(pathlib.Path("/proc/self/maps").read_text().splitlines())
-    limit = int(pathlib.Path("/proc/sys/vm/max_map_count").read_text())
-  except (OSError, ValueError):  # not Linux: nothing to measure
-    return
-  if used > limit // 4:
-    jax.clear_caches()
-    print(f"  freed the compiled programs ({used} of {limit} memory mappings in use)", flush=True)
 
 
 def _finite(v):
@@ -219,7 +197,8 @@ def baselines(result: dict, kind: str, *, num_resamples: int = 1000) -> dict:
       vals = [_num(k) for k in per[name]]
       ok = [k for k in vals if np.isfinite(k)]
       out[name] = None if not ok else {
-          "kendall": float(np.mean(ok)), "interval": bootstrap_mean(ok, num_resamples=num_resamples),
+          "kendall": float(np.mean(ok)),
+          "interval": bootstrap_mean(ok, num_resamples=num_resamples),
           "top1_regret": None}
     return out
   rows = {r["name"]: r for r in result[kind]["rows"] if r["kind"] == "baseline"}

@@ -10,6 +10,7 @@ already run each branch themselves in the main session; the rerun leaves them ou
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -137,3 +138,54 @@ def test_float64_in_a_thread_local_x64_block():
   done = subprocess.run([sys.executable, "-c", _THREAD_LOCAL_X64], cwd=_ROOT, env=env,
                         capture_output=True, text=True, timeout=540)
   assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_memory_mappings_are_read_from_proc():
+  got = backend.memory_mappings()
+  if got is None:
+    pytest.skip("no /proc/self/maps or vm.max_map_count here (not Linux)")
+  used, cap = got
+  assert 0 < used < cap
+
+
+@pytest.fixture
+def mapping_check(monkeypatch):
+  """``set(used, cap)`` fakes the process's memory mappings; clear_caches calls are counted."""
+  cleared = []
+  monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1))
+
+  def fake(used_cap):
+    monkeypatch.setattr(backend, "memory_mappings", lambda: used_cap)
+    monkeypatch.setattr(backend, "_last_mapping_check", -float("inf"))  # the next call checks
+  return fake, cleared
+
+
+def test_mapping_pressure_frees_the_compiled_programs_with_a_warning(mapping_check):
+  fake, cleared = mapping_check
+  for used_cap in ((1000, 65530), (32000, 65530), None):  # below half the cap, or not Linux
+    fake(used_cap)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      assert not backend.relieve_mapping_pressure()
+  assert not cleared
+  fake((50000, 65530))
+  with pytest.warns(RuntimeWarning, match=r"held 50000 of the 65530 .*vm.max_map_count"):
+    assert backend.relieve_mapping_pressure()
+  assert cleared == [1]
+  assert not backend.relieve_mapping_pressure()  # checked at most once a second
+  assert cleared == [1]
+
+
+def test_a_sweep_near_the_mapping_cap_frees_programs_and_scores_the_same(mapping_check):
+  fake, cleared = mapping_check
+  rng = np.random.default_rng(0)
+  y = np.arange(200) % 4
+  feats = {"a": rng.normal(size=(200, 12)) + np.eye(12)[y], "b": rng.normal(size=(200, 20))}
+  fake((1000, 65530))
+  calm = tj.score_many("transrate", feats, y)
+  fake((64000, 65530))
+  with pytest.warns(RuntimeWarning, match="vm.max_map_count"):
+    pressed = tj.score_many("transrate", feats, y)
+  assert cleared == [1]
+  for k in feats:
+    np.testing.assert_array_equal(np.asarray(pressed[k]), np.asarray(calm[k]))

@@ -33,6 +33,16 @@ exactly the branches a GPU or TPU takes: XLA products and eigensolvers, batched 
 programs, no ``pure_callback``, whole-array gathers and device sorts. CI runs the numerical test
 suites both ways. ``TRANSRATE_JAX_BRANCHES=auto`` (or unset) is the default: each platform its
 own branches.
+
+**Memory mappings.** Linux caps the memory mappings of a process (``vm.max_map_count``, 65,530 by
+default); every program XLA compiles holds some until JAX's caches are cleared, and at the cap
+XLA's compiler fails ("LLVM compilation error: Cannot allocate memory") and the process dies with
+no Python error. A long session that sweeps many metrics over many widths gets there (a
+cross-task benchmark did, at about 32,000 mappings per image task).
+:func:`relieve_mapping_pressure`, which each sweep calls before it scores and each capture
+before it runs a model, frees JAX's compiled programs (``jax.clear_caches()``: later calls
+compile again, with the same results) once :data:`MAPPING_FRACTION` of the cap is in use, and
+says so in a ``RuntimeWarning``.
 """
 
 from __future__ import annotations
@@ -41,7 +51,9 @@ import contextlib
 import dataclasses
 import os
 import threading
-from typing import Iterator, Optional
+import time
+import warnings
+from typing import Iterator, Optional, Tuple
 
 import jax
 import numpy as np
@@ -146,3 +158,56 @@ def accelerator_branches(enabled: bool = True) -> Iterator[Policy]:
   finally:
     _forced = previous
     jax.clear_caches()
+
+
+# The share of vm.max_map_count in use at which relieve_mapping_pressure frees the compiled
+# programs. Between two checks a process compiles what one sweep or one model's capture needs,
+# and what it compiles outside them (probes, fine-tuning): the cross-task benchmark added 7,600
+# mappings between two checks, so half the cap (32,000) is the headroom.
+MAPPING_FRACTION = 0.5
+_MAPPING_CHECK_INTERVAL_S = 1.0  # /proc/self/maps is read at most once a second
+_mapping_lock = threading.Lock()
+_last_mapping_check = -float("inf")
+
+
+def memory_mappings() -> Optional[Tuple[int, int]]:
+  """``(in use, cap)`` of this process's memory mappings; None where ``/proc`` does not say."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      used = f.read().count(b"\n")
+    with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
+      cap = int(f.read())
+  except (OSError, ValueError):
+    return None
+  return used, cap
+
+
+def relieve_mapping_pressure() -> bool:
+  """Frees JAX's compiled programs when this process nears the kernel's cap on memory mappings.
+
+  Reads :func:`memory_mappings` (at most once a second) and, when more than
+  :data:`MAPPING_FRACTION` of ``vm.max_map_count`` is in use, calls ``jax.clear_caches()`` and
+  warns (``RuntimeWarning``). Clearing changes no result: programs compile again on their next
+  call. Without it XLA's compiler fails at the cap and the process dies.
+
+  Returns:
+    Whether it freed the programs.
+  """
+  global _last_mapping_check
+  with _mapping_lock:
+    now = time.monotonic()
+    if now - _last_mapping_check < _MAPPING_CHECK_INTERVAL_S:
+      return False
+    _last_mapping_check = now
+    got = memory_mappings()
+    if got is None or got[0] <= MAPPING_FRACTION * got[1]:
+      return False
+    jax.clear_caches()
+  used, cap = got
+  warnings.warn(
+      f"transrate_jax: this process held {used} of the {cap} memory mappings Linux allows it "
+      "(vm.max_map_count); every compiled XLA program holds some, and at the cap XLA fails and "
+      "the process dies. JAX's compiled programs were freed (jax.clear_caches()); later calls "
+      "compile again. Call jax.clear_caches() between independent jobs, or raise the cap: "
+      "sudo sysctl -w vm.max_map_count=262144.", RuntimeWarning, stacklevel=3)
+  return True

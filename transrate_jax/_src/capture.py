@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from transrate_jax._src import backend
 from transrate_jax._src import numerics
 from transrate_jax._src import progress as progress_lib
 from transrate_jax._src import validation
@@ -373,6 +374,7 @@ def intermediates(
   if n < 1:
     raise ValueError("inputs have no rows.")
   size = min(int(batch_size), n)
+  backend.relieve_mapping_pressure()  # each model's forward programs add to the process's mappings
 
   if isinstance(model, nnx.Module):
     if variables is not None:

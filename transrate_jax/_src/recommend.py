@@ -294,9 +294,9 @@ def _frozen(v):
 
 def evidence_line(task: str, entry: Mapping[str, Any]) -> str:
   """The one-line evidence of a recommendation from its numbers (an entry of the file: its
-  ``variant``, ``evidence`` and ``held_out``): the mean Kendall over the tasks and each task's, the static baselines,
-  then each held-out task's Kendall and top-1 regret (with the variant chosen there when it is
-  not the shipped one) and how many meet the regret target."""
+  ``variant``, ``evidence`` and ``held_out``): the mean Kendall over the tasks and each task's,
+  the static baselines, then each held-out task's Kendall and top-1 regret (with the variant
+  chosen there when it is not the shipped one) and how many meet the regret target."""
   ev, held_out = entry["evidence"], entry["held_out"]
   what = "mean over each task's candidates of the Kendall" if task == "layer" else "Kendall"
   per = ", ".join(f"{name} {t['kendall']:.2f}" for name, t in ev["tasks"].items())

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transrate_jax._src import backend
 from transrate_jax._src import numerics
 from transrate_jax._src import progress as progress_lib
 from transrate_jax._src import registry
@@ -130,6 +131,7 @@ def score_many(metric, features, labels, /, *, num_classes: Optional[int] = None
   kwargs = spec.check_options(options)
   if num_classes is not None:
     kwargs["num_classes"] = num_classes
+  backend.relieve_mapping_pressure()  # a long session of sweeps must not die at the kernel's cap
   keys, arrays, kind = _items(features, 2 if spec.consumes == "source_labels" else 3)
   if not arrays:
     raise ValueError("features is empty: pass at least one [n, d] array.")
