@@ -57,6 +57,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _protocol  # noqa: E402
 import real_joint_selection as joint  # noqa: E402
+from real_joint_selection import _num  # noqa: E402  (None -> NaN)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 RECOMMENDATION = (pathlib.Path(__file__).resolve().parent.parent / "transrate_jax" / "data" /
@@ -147,10 +148,6 @@ def _finite(v):
   return demo._finite_or_none(v)  # noqa: SLF001
 
 
-def _num(v):
-  return float("nan") if v is None else float(v)
-
-
 def bootstrap_mean(values, *, num_resamples: int, seed: int = 0, confidence: float = 0.95):
   """Percentile interval of the mean of ``values`` (the candidates resampled with replacement)."""
   v = np.asarray(values, np.float64)
@@ -160,6 +157,23 @@ def bootstrap_mean(values, *, num_resamples: int, seed: int = 0, confidence: flo
   return [float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))]
 
 
+def _row_entry(row: dict):
+  """``{"kendall", "interval", "top1_regret"}`` of a comparison row; None where it has no Kendall
+  (NaN or constant scores)."""
+  k = row.get("kendall")
+  if not k or k.get("estimate") is None:
+    return None
+  return {"kendall": k["estimate"], "interval": [k["low"], k["high"]],
+          "top1_regret": row.get("top1_regret")}
+
+
+def _mean_entry(kendalls, regrets, *, num_resamples: int) -> dict:
+  """The layer choice's entry: the means over candidates, the interval resampling them."""
+  return {"kendall": float(np.mean(kendalls)),
+          "interval": bootstrap_mean(kendalls, num_resamples=num_resamples),
+          "top1_regret": None if regrets is None else float(np.mean(regrets))}
+
+
 def board(result: dict, kind: str, *, num_resamples: int = 1000) -> dict:
   """``{variant: {"kendall", "interval", "top1_regret"}}`` of one task and choice.
 
@@ -167,46 +181,29 @@ def board(result: dict, kind: str, *, num_resamples: int = 1000) -> dict:
   over candidates of each candidate's Kendall and top-1 regret, the interval resampling the
   candidates. A variant without a finite Kendall is left out.
   """
-  out = {}
-  if kind == "layer":
-    layer = result["layer"]
-    for v, per in layer["kendall_per_candidate"].items():
-      per = [_num(k) for k in per]
-      if not per or not np.all(np.isfinite(per)):
-        continue
-      out[v] = {"kendall": float(np.mean(per)),
-                "interval": bootstrap_mean(per, num_resamples=num_resamples),
-                "top1_regret": float(np.mean([_num(r) for r in
-                                              layer["top1_regret_per_candidate"][v]]))}
-    return out
-  for r in result[kind]["rows"]:
-    k = r.get("kendall")
-    if r["kind"] == "metric" and k and k.get("estimate") is not None:
-      out[r["name"]] = {"kendall": k["estimate"], "interval": [k["low"], k["high"]],
-                        "top1_regret": r.get("top1_regret")}
+  if kind != "layer":
+    entries = {r["name"]: _row_entry(r) for r in result[kind]["rows"] if r["kind"] == "metric"}
+    return {v: e for v, e in entries.items() if e is not None}
+  layer, out = result["layer"], {}
+  for v, per in layer["kendall_per_candidate"].items():
+    per = [_num(k) for k in per]
+    if per and np.all(np.isfinite(per)):
+      out[v] = _mean_entry(per, [_num(r) for r in layer["top1_regret_per_candidate"][v]],
+                           num_resamples=num_resamples)
   return out
 
 
 def baselines(result: dict, kind: str, *, num_resamples: int = 1000) -> dict:
   """``{baseline: {"kendall", "interval", "top1_regret"}}`` of one task and choice (the static
   rankings of :data:`BASELINES`; None where a baseline is constant)."""
+  if kind != "layer":
+    rows = {r["name"]: r for r in result[kind]["rows"] if r["kind"] == "baseline"}
+    return {name: _row_entry(rows[name]) if name in rows else None for name in BASELINES[kind]}
   out = {}
-  if kind == "layer":
-    per = result["layer"]["baselines_per_candidate"]
-    for name in BASELINES["layer"]:
-      vals = [_num(k) for k in per[name]]
-      ok = [k for k in vals if np.isfinite(k)]
-      out[name] = None if not ok else {
-          "kendall": float(np.mean(ok)),
-          "interval": bootstrap_mean(ok, num_resamples=num_resamples),
-          "top1_regret": None}
-    return out
-  rows = {r["name"]: r for r in result[kind]["rows"] if r["kind"] == "baseline"}
-  for name in BASELINES[kind]:
-    k = (rows.get(name) or {}).get("kendall")
-    out[name] = None if not k or k.get("estimate") is None else {
-        "kendall": k["estimate"], "interval": [k["low"], k["high"]],
-        "top1_regret": rows[name].get("top1_regret")}
+  for name in BASELINES["layer"]:  # a candidate whose stages share one width has no width rank
+    ok = [k for k in map(_num, result["layer"]["baselines_per_candidate"][name])
+          if np.isfinite(k)]
+    out[name] = _mean_entry(ok, None, num_resamples=num_resamples) if ok else None
   return out
 
 
