@@ -53,7 +53,77 @@ def weight_cache(tmp_path_factory):
     yield path
 
 
-def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+def pytest_addoption(parser):
+  parser.addoption(
+      "--accelerator-rerun", action="store_true",
+      help="leave out the tests the accelerator-branch rerun need not repeat: those marked "
+      "both_branches (they run both branches themselves) or branch_free (tests/branch_reads.py)")
+
+
+def pytest_collection_modifyitems(config, items):
   """Tests marked ``early`` (long subprocess runs) go first: under ``-n`` one worker runs them
-  while the others take the rest, instead of the suite waiting on them at its end."""
+  while the others take the rest, instead of the suite waiting on them at its end. Under
+  ``--accelerator-rerun`` the tests that need no rerun are deselected."""
+  if config.getoption("--accelerator-rerun"):
+    import branch_reads  # noqa: PLC0415
+    left_out = [item for item in items if item.get_closest_marker("both_branches")
+                or branch_reads.marked_branch_free(item)]
+    if left_out:
+      config.hook.pytest_deselected(items=left_out)
+      kept = set(map(id, left_out))
+      items[:] = [item for item in items if id(item) not in kept]
   items.sort(key=lambda item: item.get_closest_marker("early") is None)
+
+
+# A test marked branch_free is checked on every run (tests/branch_reads.py): its setup, call and
+# teardown are recorded, and it fails if they read a branch of the backend policy. JAX's caches
+# are cleared before it unless the test run just before it in this process was marked too.
+_RECORDING = pytest.StashKey()
+_previous_was_branch_free = [False]
+
+
+def _branch_free_failure(reads, when):
+  return (f"marked branch_free, but its {when} reads backend.policy().{sorted(reads)}: remove "
+          "the mark (or narrow it) so that the accelerator-branch rerun covers this test")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+  import branch_reads  # noqa: PLC0415
+  free = branch_reads.marked_branch_free(item)
+  clear = not _previous_was_branch_free[0]
+  _previous_was_branch_free[0] = free
+  if not free:
+    return (yield)
+  block = branch_reads.recording(clear=clear)
+  item.stash[_RECORDING] = (block, block.__enter__())
+  return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+  recorded = item.stash.get(_RECORDING, None)
+  result = yield
+  if recorded is not None and recorded[1]:
+    pytest.fail(_branch_free_failure(recorded[1], "setup or call"), pytrace=False)
+  return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):  # pylint: disable=unused-argument
+  recorded = item.stash.get(_RECORDING, None)
+  if recorded is None:
+    return (yield)
+  block, reads = recorded
+  before = set(reads)
+  try:
+    result = yield
+  finally:
+    del item.stash[_RECORDING]
+    block.__exit__(None, None, None)
+  if reads - before:
+    _previous_was_branch_free[0] = False  # what the teardown traced is not known to be free
+    raise RuntimeError(_branch_free_failure(reads - before, "teardown"))
+  if reads:  # the test failed for its reads: the programs it traced may read a branch
+    _previous_was_branch_free[0] = False
+  return result

@@ -3,11 +3,16 @@
 ``TRANSRATE_JAX_BRANCHES=accelerator`` makes the CPU take every branch a GPU or TPU takes (XLA
 products and eigensolvers, batched ``vmap`` programs, no ``pure_callback``). The numerical suites
 below run again in a separate pytest process under the switch, with the same tolerances; CI has no
-GPU, so this is how the accelerator path is checked on every commit. Tests marked ``both_branches``
-already run each branch themselves in the main session; the rerun leaves them out.
+GPU, so this is how the accelerator path is checked on every commit. The rerun
+(``--accelerator-rerun``, tests/conftest.py) leaves out the tests that cannot differ there: those
+marked ``both_branches`` run each branch themselves in the main session, and those marked
+``branch_free`` read no platform branch of the policy, so they run the same programs either way
+(the mark is checked on every run: ``tests/branch_reads.py``).
 """
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -16,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 
+import branch_reads
 import transrate_jax as tj
 from transrate_jax._src import backend
 
@@ -78,6 +84,100 @@ def test_tests_left_out_of_the_rerun_run_both_branches_themselves():
   assert marked >= 5
 
 
+def test_only_the_branches_differ_between_the_modes():
+  """The switch changes the attributes ``branch_reads`` records and no other."""
+  with backend.accelerator_branches(False) as auto:
+    pass
+  with backend.accelerator_branches(True) as forced:
+    pass
+  for name in branch_reads.MODE_INDEPENDENT:
+    assert getattr(auto, name) == getattr(forced, name), name
+  if jax.default_backend() == "cpu":  # elsewhere the two modes are the same policy
+    differ = {f.name for f in dataclasses.fields(backend.Policy)
+              if getattr(auto, f.name) != getattr(forced, f.name)}
+    assert differ == {"mode", "host_linalg", "one_matrix_per_program", "row_blocks",
+                      "host_ranks"}
+
+
+def test_branch_reads_are_recorded_also_for_programs_traced_before():
+  rng = np.random.default_rng(0)
+  y = np.arange(120) % 3
+  f = (rng.normal(size=(120, 8)) + np.eye(8)[y]).astype(np.float32)
+  logme = jax.jit(lambda x: tj.logme(x, y, num_classes=3))
+  before = float(logme(f))  # traced here, outside the block
+  with branch_reads.recording() as reads:
+    assert float(logme(f)) == before  # traced again inside: JAX's caches were cleared
+  assert reads == {"host_linalg"}
+  with branch_reads.recording() as reads:
+    tj.nce(y[::-1].copy(), y)
+  assert not reads
+  with branch_reads.recording():
+    with pytest.raises(RuntimeError, match="branch_free may not start a process"):
+      subprocess.run([sys.executable, "-c", "pass"], check=True)
+  assert subprocess.run([sys.executable, "-c", "pass"], check=True).returncode == 0
+
+
+_MARKED = """
+import jax
+import numpy as np
+import pytest
+import transrate_jax as tj
+
+Y = np.arange(60) % 3
+F = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+LOGME = jax.jit(lambda f: tj.logme(f, Y, num_classes=3))
+
+@pytest.mark.branch_free(metric=("nce",))
+@pytest.mark.parametrize("metric", ["nce", "transrate"])
+def test_marked(metric):
+  if metric == "nce":
+    tj.nce(Y, Y)
+  else:
+    tj.transrate(F, Y)
+
+@pytest.mark.branch_free
+def test_marked_but_reads_a_branch():
+  tj.transrate(F, Y)
+
+def test_traces_a_program_that_reads_a_branch():
+  LOGME(F)
+
+@pytest.mark.branch_free
+def test_marked_and_runs_that_program_traced_before():
+  LOGME(F)
+"""
+
+
+def test_a_wrong_branch_free_mark_fails_and_the_rerun_leaves_marked_tests_out(tmp_path):
+  """Through pytest itself, with tests/conftest.py as a plugin: a mark narrowed to parameters
+  holds for those only, a wrong mark fails its test (also when the program that reads the branch
+  was traced by an earlier test), and ``--accelerator-rerun`` deselects the marked tests."""
+  (tmp_path / "test_marked.py").write_text(_MARKED)
+  tests = os.path.join(_ROOT, "tests")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+  base = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "conftest", "-p", "no:cacheprovider",
+          "-o", "addopts=", "-o", "markers=branch_free", "--rootdir", str(tmp_path),
+          str(tmp_path / "test_marked.py")]
+  done = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
+  out = done.stdout
+  assert done.returncode == 1 and "2 failed, 3 passed" in out, out[-3000:]
+  message = (r" _+\nmarked branch_free, but its setup or call reads "
+             r"backend.policy\(\).\['host_linalg'\]: remove the mark")
+  for line in (r"PASSED \S*::test_marked\[nce\]", r"PASSED \S*::test_marked\[transrate\]",
+               r"FAILED \S*::test_marked_but_reads_a_branch",
+               r"_ test_marked_but_reads_a_branch" + message,
+               r"PASSED \S*::test_traces_a_program_that_reads_a_branch",
+               r"FAILED \S*::test_marked_and_runs_that_program_traced_before",
+               r"_ test_marked_and_runs_that_program_traced_before" + message):
+    assert re.search(line, out), (line, out[-3000:])
+  done = subprocess.run(base + ["--accelerator-rerun"], env=env, capture_output=True, text=True,
+                        timeout=300)
+  out = done.stdout
+  assert done.returncode == 0 and "2 passed, 3 deselected" in out, out[-3000:]
+  assert re.search(r"PASSED \S*::test_marked\[transrate\]", out), out[-3000:]
+
+
 @pytest.mark.early
 @pytest.mark.timeout(2400)
 @pytest.mark.xdist_group("accelerator_branches")
@@ -85,7 +185,7 @@ def test_numerical_suites_pass_on_the_accelerator_branches():
   env = {**os.environ, backend.ENV_VAR: "accelerator"}
   proc = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
-       "-m", "not both_branches", *NUMERICAL_SUITES],
+       "--accelerator-rerun", *NUMERICAL_SUITES],
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=2300)
   tail = proc.stdout[-6000:] + proc.stderr[-3000:]
   assert proc.returncode == 0, f"accelerator-branch run failed:\n{tail}"

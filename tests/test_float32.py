@@ -101,6 +101,7 @@ def test_property_transrate_many():
     assert_close(got["narrow"], oracle(narrow, y, kw), f"seed {seed} transrate_many narrow")
 
 
+@pytest.mark.branch_free
 def test_property_from_batches():
   for seed in SEEDS:
     f, y, kw = make_case(seed)
@@ -110,6 +111,7 @@ def test_property_from_batches():
     assert_close(got, oracle(f, y, kw), f"seed {seed} transrate_from_batches")
 
 
+@pytest.mark.branch_free
 def test_transrate_loss_gradient_finite_where_side_matters():
   # n_c < d for every class with n > d (repro 2's shape): the gradient must be finite too.
   rng = np.random.default_rng(1)
@@ -212,6 +214,7 @@ def test_repro_offset_1e6():
     assert_close(got, expected, name + " + 1e6")
 
 
+@pytest.mark.branch_free
 def test_official_preset_with_offset():
   # Rows are normalised before centring: with an offset they agree in their leading digits.
   f, y = _repro_seventeen_classes()
@@ -227,6 +230,7 @@ def test_official_preset_with_offset():
       assert_close(got, expected, f"official + {offset:g} {name}")
 
 
+@pytest.mark.branch_free
 def test_official_rows_with_large_offset():
   # normalize(normalize(F) - mean) at offsets 1e4 and 1e6: the normalised rows differ in their
   # ~|F - c| / |c| digits; the shifted form keeps them (the plain float32 difference is ~1e-4 and
@@ -246,6 +250,7 @@ def test_official_rows_with_large_offset():
     np.testing.assert_allclose(z32, z64, atol=1e-5, err_msg=f"offset {offset:g}")
 
 
+@pytest.mark.branch_free
 def test_eps_vector_paths_use_the_rank_bound():
   f, y = _repro_four_classes()
   eps = np.array([1e-4, 1e-3, 1e-2])
@@ -342,6 +347,7 @@ def test_dead_units_keep_float32_accuracy_on_every_eigenvalue_path():
         assert abs(g - e) <= 2e-5 * abs(e), f"{preset} {name}: {g} vs {e} (rel {(g - e) / e:.1e})"
 
 
+@pytest.mark.branch_free
 def test_psd_eigvalsh_returns_exact_zeros_for_zero_rows():
   """Zero rows and columns give eigenvalues exactly 0; the others those of the nonzero block."""
   from transrate_jax._src import numerics  # pylint: disable=import-outside-toplevel

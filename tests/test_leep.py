@@ -17,6 +17,7 @@ REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_re
 
 
 @pytest.mark.parametrize("name", sorted(cases.PROB_CASES))
+@pytest.mark.branch_free
 def test_leep_matches_tllib_and_oracle(name):
   theta, y = cases.make_probs(*cases.PROB_CASES[name])
   want = REF["leep_tllib"][name]
@@ -27,6 +28,7 @@ def test_leep_matches_tllib_and_oracle(name):
   np.testing.assert_allclose(got32, want, rtol=2e-5)
 
 
+@pytest.mark.branch_free
 def test_leep_jit_vmap_and_zero_source_class():
   theta, y = cases.make_probs(*cases.PROB_CASES["probs"])
   theta2 = np.array(theta)
@@ -67,6 +69,7 @@ def test_leep_blocked_rows_match_oracle_in_both_spaces():
                              jax.grad(unblocked)(t), rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.branch_free
 def test_leep_eager_falls_back_to_log_space(monkeypatch):
   """When the linear-space sums are flagged inaccurate (a probability sum near underflow), the
   eager call returns the log-space LEEP (jitted calls choose inside the program: lax.cond)."""
@@ -85,6 +88,7 @@ def test_leep_eager_falls_back_to_log_space(monkeypatch):
   assert calls == [False]
 
 
+@pytest.mark.branch_free
 def test_leep_rejects_bad_probabilities():
   theta, y = cases.make_probs(*cases.PROB_CASES["probs"])
   with pytest.raises(ValueError, match="sum to 1"):
@@ -111,6 +115,7 @@ def test_leep_rejects_bad_probabilities():
 
 
 @pytest.mark.parametrize("name", sorted(cases.HARD_CASES))
+@pytest.mark.branch_free
 def test_nce_matches_tllib_and_oracle(name):
   z, y = cases.make_hard(*cases.HARD_CASES[name])
   want = REF["nce_tllib"][name]
@@ -147,6 +152,7 @@ _FIT = jax.jit(lambda a, r: leep_lib._fit_gmm(a, r, max_iter=100, tol=1e-3, reg_
 
 
 @pytest.mark.parametrize("init", ["kmeans++", "random"])
+@pytest.mark.branch_free
 def test_em_matches_sklearn(init):
   x, _ = _blobs(0)
   resp0 = leep_lib._initial_resp(jax.random.key(3), jnp.asarray(x), 3, init)
@@ -158,6 +164,7 @@ def test_em_matches_sklearn(init):
   np.testing.assert_allclose(np.exp(log_resp), ref.predict_proba(x), atol=1e-8)
 
 
+@pytest.mark.branch_free
 def test_em_float32_and_max_iter():
   x, _ = _blobs(1)
   resp0 = leep_lib._initial_resp(jax.random.key(0), jnp.asarray(x), 3, "kmeans++")
@@ -235,6 +242,7 @@ def test_nleep_default_key_in_sweeps():
   np.testing.assert_allclose(float(leep_lib.nleep(f, y)), want, rtol=1e-12)
 
 
+@pytest.mark.branch_free
 def test_nce_no_dense_table_for_sparse_labels():
   """NCE counts label pairs by sorting: sparse label values allocate nothing per class pair."""
   z, y = cases.make_hard(*cases.HARD_CASES["hard"])
@@ -247,6 +255,7 @@ def test_nce_no_dense_table_for_sparse_labels():
 
 
 @pytest.mark.parametrize("num_source", [3, 40, 5000])
+@pytest.mark.branch_free
 def test_nce_host_counts_equal_the_compiled_sort(num_source):
   """Eager NCE (NumPy bincount, or np.unique for a large pair table) against the jitted kernel
   and the float64 oracle, with absent classes, for a dense and a sparse pair table."""

@@ -145,6 +145,7 @@ def test_targets_linear_in_the_features_raise_at_width_128(dtype):
 
 @pytest.mark.parametrize("preset", ["thuml", "tllib"])
 @pytest.mark.parametrize("name", _CLS)
+@pytest.mark.branch_free
 def test_presets_match_public_code(preset, name):
   if preset == "thuml" and name == "dead_units":
     pytest.skip("thuml's truncated SVD keeps round-off singular values of zero columns and "
@@ -161,6 +162,7 @@ def test_presets_match_public_code(preset, name):
 
 @pytest.mark.parametrize("preset", ["thuml", "tllib"])
 @pytest.mark.parametrize("name", _REG)
+@pytest.mark.branch_free
 def test_presets_regression_match_public_code(preset, name):
   f, t = cases.REGRESSION_CASES[name]()
   want = _DATA["regression"][name][preset + "_logme"]

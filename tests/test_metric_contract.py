@@ -23,6 +23,10 @@ from transrate_jax._src import registry
 
 N, D, C, CS = 60, 6, 3, 4
 NAMES = list(registry.registered_metrics()) + [toy_metric.NAME]
+# The metrics whose eager calls below read no platform branch of the backend policy (checked on
+# every run; the accelerator-branch rerun leaves those tests out: tests/branch_reads.py).
+EAGER_BRANCH_FREE = ("etran", "gbc", "knn_accuracy", "leep", "lfc", "nce", "sfda",
+                     toy_metric.NAME)
 
 
 @pytest.fixture(params=NAMES)
@@ -81,6 +85,7 @@ def test_registry_is_complete():
   assert described == set(registry.registered_metrics())
 
 
+@pytest.mark.branch_free(metric=EAGER_BRANCH_FREE)
 def test_runs_with_no_keywords_and_returns_a_scalar(metric):
   y = _labels()
   out = metric.fn(_inputs(metric), y)
@@ -108,6 +113,7 @@ def test_eager_jit_and_vmap_agree(metric):
   np.testing.assert_allclose(np.asarray(stacked), each, rtol=1e-6)
 
 
+@pytest.mark.branch_free(metric=EAGER_BRANCH_FREE)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, jnp.bfloat16])
 def test_dtype_is_kept_and_half_precision_upcast(metric, dtype):
   if metric.consumes == "source_labels":
@@ -158,6 +164,7 @@ def test_unknown_option_names_the_metric(metric):
     tj.score_many(metric.name, [_inputs(metric)], y, not_an_option=1)
 
 
+@pytest.mark.branch_free(metric=tuple(name for name in NAMES if name != "transrate"))
 def test_zero_padding_claim(metric):
   if not metric.zero_pad_exact:
     pytest.skip("not declared zero-pad exact")

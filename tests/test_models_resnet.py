@@ -32,6 +32,8 @@ from transrate_jax.capture import intermediates  # noqa: E402
 from nnx_forward import forward  # noqa: E402
 
 NAME = "resnet50_open_nsfw"
+# One worker runs this file, so its module fixtures (the port, the ONNX oracle) run once under -n.
+pytestmark = pytest.mark.xdist_group("resnet50_open_nsfw")
 SIZE = 224
 BLOCK_GLOB = "blocks/*[0-9]"
 # Stage of each of the 16 blocks (3, 4, 6, 3 blocks), independent of the port's tables.

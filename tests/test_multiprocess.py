@@ -24,6 +24,8 @@ import reference
 import transrate_jax as tj
 
 _WORKER = pathlib.Path(__file__).with_name("_multiprocess_worker.py")
+# One worker runs this file, so its module fixture (the processes) starts once under -n.
+pytestmark = pytest.mark.xdist_group("multiprocess")
 _PROCESSES = 2
 _TIMEOUT_S = 240
 

@@ -15,6 +15,10 @@ import reference
 from transrate_jax._src import regularizer
 from transrate_jax._src.regularizer import transrate_loss
 
+# No test here reads a platform branch of the backend policy (checked on every run), so the
+# accelerator-branch rerun leaves this file out (tests/branch_reads.py).
+pytestmark = pytest.mark.branch_free
+
 
 @pytest.fixture(autouse=True)
 def _x64():

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 _WORKER = pathlib.Path(__file__).with_name("_sharding_worker.py")
+# One worker runs this file, so its module fixture (the subprocess) starts once under -n.
+pytestmark = pytest.mark.xdist_group("sharding")
 
 
 @pytest.fixture(scope="module")

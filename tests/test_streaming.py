@@ -24,6 +24,7 @@ def _chunks(f, y, cuts):
 
 
 @pytest.mark.parametrize("preset", [None, "tllib", "official"])
+@pytest.mark.branch_free
 def test_random_chunkings_equal_in_memory(preset):
   f, y = _data()
   want = reference.transrate(f, y, preset=preset)
@@ -35,6 +36,7 @@ def test_random_chunkings_equal_in_memory(preset):
 
 
 @pytest.mark.parametrize("preset", [None, "official"])
+@pytest.mark.branch_free
 def test_ragged_last_chunk_reuses_the_stream_program(preset):
   """Chunks of 96 rows and a last one of 5: one compiled update for the stream (the last chunk
   is padded to the stream's size, masked out), and the same score as in memory."""
@@ -46,6 +48,7 @@ def test_ragged_last_chunk_reuses_the_stream_program(preset):
   np.testing.assert_allclose(float(got), reference.transrate(f, y, preset=preset), rtol=1e-10)
 
 
+@pytest.mark.branch_free
 def test_chunks_of_one_sample_and_growing_classes():
   f, y = _data(n=40, d=6, c=3, seed=2)
   order = np.argsort(y, kind="stable")  # class 2 first appears late: the statistics grow
@@ -56,6 +59,7 @@ def test_chunks_of_one_sample_and_growing_classes():
                              rtol=1e-10)
 
 
+@pytest.mark.branch_free
 def test_merge_order_and_update():
   f, y = _data(n=120, d=8, c=3, seed=3)
   parts = _chunks(f, y, [17, 60, 61, 100])
@@ -96,6 +100,7 @@ def test_float32_large_offset():
   np.testing.assert_allclose(float(got), in_memory, rtol=1e-3)
 
 
+@pytest.mark.branch_free
 def test_errors():
   f, y = _data(n=30, d=4, c=3, seed=5)
   stats = streaming.TransRateStats.init(4, num_classes=3, dtype=jnp.float64).update(f, y)
@@ -117,6 +122,7 @@ def test_errors():
   np.testing.assert_allclose(float(got), reference.transrate(f, y, preset="official"), rtol=1e-10)
 
 
+@pytest.mark.branch_free
 def test_merge_across_processes_is_a_no_op_in_one_process():
   # Many processes: tests/test_multiprocess.py. One process: the same statistics and scores.
   f, y = _data()
