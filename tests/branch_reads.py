@@ -12,8 +12,8 @@ program traced before the test would hide its reads: JAX's caches are cleared be
 test unless the test run just before it in the process was marked too (then every program in the
 caches was traced under recording, and any read failed that test).
 
-Not seen: a value that a module- or session-scoped fixture computed before the test. Do not mark
-a test whose fixtures of a wider scope call the library.
+Not seen: a value computed before the test, by a module- or session-scoped fixture or by the
+module's own code at import. Do not mark a test that uses such a value computed by the library.
 
 A branch is any attribute of :class:`backend.Policy` but the two that are the same under both
 modes (``platform``, ``sequential_lapack``; checked in ``tests/test_accelerator_branches.py``).
