@@ -231,6 +231,41 @@ def test_pool_function():
 # ----------------------------------------------------------------------------- selection, errors
 
 
+class CountingHead(nnx.Module):
+  """A linear layer that counts how often it is traced (Python runs only while JAX traces)."""
+
+  traces = 0
+
+  def __init__(self, *, rngs):
+    self.linear = nnx.Linear(4, 3, rngs=rngs)
+
+  def __call__(self, x):
+    CountingHead.traces += 1
+    return self.linear(jnp.tanh(x))
+
+
+def test_same_structure_shares_the_probe_and_the_program():
+  """A model and another of the same structure (a pretrained backbone and its random control)
+  are traced once for the layer names and once for the program; each still gets its own
+  features. A new layer selection traces the program again, new input shapes both."""
+  x = _x(n=11, shape=(4,))
+  a, b = CountingHead(rngs=nnx.Rngs(0)), CountingHead(rngs=nnx.Rngs(1))
+  CountingHead.traces = 0
+  got = [intermediates(m, x, batch_size=4, progress=False) for m in (a, b)]
+  assert CountingHead.traces == 2  # the probe and the jitted forward, for both models
+  for model, feats in zip((a, b), got):
+    with jax.default_matmul_precision("highest"):
+      h = jnp.tanh(x) @ model.linear.kernel[...] + model.linear.bias[...]
+    assert list(feats) == ["linear", "output"]
+    for name in feats:  # 11 rows from batches of 4: the last one padded, its padding dropped
+      np.testing.assert_allclose(feats[name], h, rtol=RTOL, atol=ATOL, err_msg=name)
+  assert not np.allclose(got[0]["output"], got[1]["output"])
+  intermediates(b, x, layers="output", batch_size=4, progress=False)
+  assert CountingHead.traces == 3  # the new selection's program; the names were known
+  intermediates(a, x[:, :2].repeat(2, axis=1), batch_size=5, progress=False)
+  assert CountingHead.traces == 5  # another batch shape: probed and traced again
+
+
 def test_layer_selection(nnx_cnn):
   model, x = nnx_cnn
   get = lambda layers: list(intermediates(model, x, layers=layers, progress=False))

@@ -269,8 +269,13 @@ def _select(available: Sequence[str], layers) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Driver.
 
+# Per process, bounded (oldest out first): the jitted forward of each (model structure, layers,
+# pool, call keywords), and the layer names a probe found for each (model structure, input
+# shapes, call keywords). A pretrained backbone and its random-init control share the structure
+# (the graphdef), so they share both: one trace of the model, one program.
 _JIT_CACHE: dict[Any, Callable] = {}
-_JIT_CACHE_SIZE = 32
+_PROBE_CACHE: dict[Any, tuple] = {}
+_CACHE_SIZE = 32
 
 
 def _cache_key(*parts):
@@ -281,15 +286,30 @@ def _cache_key(*parts):
   return parts
 
 
-def _cached_jit(key, make):
+def _cached(cache: dict, key, make):
+  """``cache[key]``, made by ``make()`` on a miss; a None key (unhashable parts) is not cached."""
   if key is None:
-    return jax.jit(make())
-  fn = _JIT_CACHE.get(key)
-  if fn is None:
-    if len(_JIT_CACHE) >= _JIT_CACHE_SIZE:
-      _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
-    fn = _JIT_CACHE[key] = jax.jit(make())
-  return fn
+    return make()
+  value = cache.get(key)
+  if value is None:
+    if len(cache) >= _CACHE_SIZE:
+      cache.pop(next(iter(cache)))
+    value = cache[key] = make()
+  return value
+
+
+def _avals(tree):
+  """A hashable description of a pytree's structure, shapes and dtypes."""
+  return (jax.tree.structure(tree),
+          tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree.leaves(tree)))
+
+
+@functools.partial(jax.jit, static_argnames="rows")
+def _assemble(pieces, *, rows: int):
+  """The batches' outputs as whole columns: ``pieces`` [b][layer] -> per layer ``[rows, d]``, the
+  padding rows of the last batch dropped. One program per model and row count (not one eager
+  concatenation per layer)."""
+  return tuple(jnp.concatenate(parts, axis=0)[:rows] for parts in zip(*pieces))
 
 
 def _batch(inputs, start: int, stop: int, size: int):
@@ -394,21 +414,28 @@ def intermediates(
                      f"{type(model).__name__}.")
 
   spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct((size, *np.shape(a)[1:]), a.dtype), inputs)
-  order: list[str] = []
+  kwargs_key = _cache_key(tuple(sorted(call_kwargs.items())))
 
-  def probe(params, x):
-    outs = forward(params, x)
-    order[:] = list(outs)
-    return tuple(outs.values())
+  def find_layers():
+    order: list[str] = []
 
-  try:
-    jax.eval_shape(probe, params, spec)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
-        f"the model cannot be called on inputs of shape "
-        f"{jax.tree.map(lambda s: s.shape, spec)} (batch of {size}): "
-        f"{type(e).__name__}: {e}") from e
-  available = order
+    def probe(params, x):
+      outs = forward(params, x)
+      order[:] = list(outs)
+      return tuple(outs.values())
+
+    try:
+      jax.eval_shape(probe, params, spec)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(
+          f"the model cannot be called on inputs of shape "
+          f"{jax.tree.map(lambda s: s.shape, spec)} (batch of {size}): "
+          f"{type(e).__name__}: {e}") from e
+    return tuple(order)
+
+  probe_key = None if kwargs_key is None else _cache_key(model_key, kwargs_key, _avals(spec),
+                                                         _avals(params))
+  available = list(_cached(_PROBE_CACHE, probe_key, find_layers))
   if not available:
     raise ValueError("the model produced no array outputs with a leading batch axis.")
   chosen = tuple(_select(available, layers))
@@ -420,9 +447,8 @@ def intermediates(
     return run
 
   pool_fn = functools.partial(_pool_checked, mode=pool)
-  kwargs_key = _cache_key(tuple(sorted(call_kwargs.items())))
   key = None if kwargs_key is None else _cache_key(model_key, chosen, pool, kwargs_key)
-  run = _cached_jit(key, make)
+  run = _cached(_JIT_CACHE, key, lambda: jax.jit(make()))
 
   starts = range(0, n, size)
   bar = progress_lib.bar(len(starts), progress, "intermediates", unit="batch", leave=False)
@@ -430,19 +456,13 @@ def intermediates(
   try:
     for start in starts:
       stop = min(start + size, n)
-      out = run(params, _batch(inputs, start, stop, size))
-      if stop - start < size:
-        out = tuple(o[:stop - start] for o in out)
-      pieces.append(out)
+      pieces.append(run(params, _batch(inputs, start, stop, size)))
       if bar is not None:
         bar.update(1)
   finally:
     if bar is not None:
       bar.close()
-  if len(pieces) == 1:
-    cols = pieces[0]
-  else:
-    cols = tuple(jnp.concatenate(parts, axis=0) for parts in zip(*pieces))
+  cols = pieces[0] if len(pieces) == 1 else _assemble(pieces, rows=n)
   return dict(zip(chosen, cols))
 
 
