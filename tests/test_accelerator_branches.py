@@ -289,3 +289,22 @@ def test_a_sweep_near_the_mapping_cap_frees_programs_and_scores_the_same(mapping
   assert cleared == [1]
   for k in feats:
     np.testing.assert_array_equal(np.asarray(pressed[k]), np.asarray(calm[k]))
+
+
+def test_a_set_level_score_near_the_mapping_cap_frees_programs_too(mapping_check):
+  """ETran and NCTI score a candidate set through their set-level scorer, not ``score_many``:
+  that path checks the process's mappings as well."""
+  from transrate_jax._src import selection  # noqa: PLC0415
+  fake, cleared = mapping_check
+  rng = np.random.default_rng(1)
+  y = np.arange(120) % 3
+  feats = {"a": rng.normal(size=(120, 6)) + 2 * np.eye(6)[y], "b": rng.normal(size=(120, 6))}
+  score = lambda: selection.score_features(feats, y, metrics=("etran",), progress=False)
+  fake((1000, 65530))
+  calm = score().scores["etran"]
+  assert not cleared
+  fake((64000, 65530))
+  with pytest.warns(RuntimeWarning, match="vm.max_map_count"):
+    pressed = score().scores["etran"]
+  assert cleared == [1]
+  np.testing.assert_array_equal(pressed, calm)

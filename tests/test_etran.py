@@ -1,19 +1,17 @@
 """ETran against the public code's numbers (tests/data/etran_reference.json), a float64 oracle."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_etran as cases
+import reference
 import reference_etran as ref_lib
 from transrate_jax._src import etran as etran_lib
 from transrate_jax._src import registry
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "etran_reference.json")))
+REF = reference.recorded("etran_reference.json")
 NAMES = sorted(cases.CASES)
 
 

@@ -1,21 +1,19 @@
 """GBC (and the exact PCA it shares with N-LEEP and PARC) against float64 oracles and public code."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_peers as cases
+import reference
 import reference_gbc
 import reference_pca
 from transrate_jax._src import gbc as gbc_lib
 from transrate_jax._src import numerics
 from transrate_jax._src import peer_numerics
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
+REF = reference.recorded("peers_b_reference.json")
 CASES = sorted(cases.FEATURE_CASES)
 
 @pytest.mark.parametrize("shape", [(50, 8), (12, 30), (300, 40)])

@@ -1,20 +1,18 @@
 """H-score and regularized H-score: float64 oracle, tllib / sklearn numbers, jit/vmap, errors."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_peers as cases
+import reference
 import reference_hscore
 from transrate_jax._src.hscore import hscore
 from transrate_jax._src.hscore import regularized_hscore
 from transrate_jax._src.hscore import regularized_hscore_details
 
-_DATA = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_a_reference.json")))
+_DATA = reference.recorded("peers_a_reference.json")
 _NAMES = ["balanced", "imbalanced", "n_lt_d", "many_classes", "two_classes", "dead_units"]
 
 

@@ -1,19 +1,17 @@
 """Leave-one-out k-NN accuracy against a float64 oracle and transformer-ranker's numbers."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_knn as cases
+import reference
 import reference_knn
 from transrate_jax._src import knn as knn_lib
 from transrate_jax._src import registry
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "knn_reference.json")))
+REF = reference.recorded("knn_reference.json")
 
 # Float32 must reproduce float64 exactly when no row's k-th and (k+1)-th distances are this close.
 _GAP_32 = 2e-5

@@ -1,19 +1,17 @@
 """LEEP, NCE and N-LEEP (with its Gaussian-mixture EM) against float64 oracles and public code."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_peers as cases
+import reference
 import reference_leep
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import leep as leep_lib
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
+REF = reference.recorded("peers_b_reference.json")
 
 
 @pytest.mark.parametrize("name", sorted(cases.PROB_CASES))

@@ -1,14 +1,12 @@
 """LogME: float64 oracle, public-code numbers (thuml/LogME, tllib), presets, jit/vmap, errors."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_peers as cases
+import reference
 import reference_logme
 from transrate_jax._src import backend
 from transrate_jax._src.logme import logme
@@ -20,7 +18,7 @@ def _with_info(*args, **kwargs):
   details = logme_details(*args, **kwargs)
   return details.score, details._asdict()
 
-_DATA = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_a_reference.json")))
+_DATA = reference.recorded("peers_a_reference.json")
 _CLS = ["balanced", "imbalanced", "n_lt_d", "many_classes", "two_classes", "dead_units"]
 _REG = ["reg_one", "reg_three", "reg_n_lt_d"]
 

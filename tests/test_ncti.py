@@ -1,19 +1,17 @@
 """NCTI (Wang et al., ICCV 2023) against the public code's numbers and a float64 NumPy oracle."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_ncti
+import reference
 import reference_ncti
 from transrate_jax._src import ncti as ncti_lib
 from transrate_jax._src import registry
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "ncti_reference.json")))
+REF = reference.recorded("ncti_reference.json")
 CASES = sorted(cases_ncti.CASES)
 TERMS = ("seli", "ncc", "vc")
 NO_ORACLE = {"svd_rank_deficient"}  # the oracle inverts Sw, singular there

@@ -1,18 +1,16 @@
 """PARC against float64 oracles and the public code."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_peers as cases
+import reference
 import reference_parc
 from transrate_jax._src import parc as parc_lib
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
+REF = reference.recorded("peers_b_reference.json")
 
 @pytest.mark.parametrize("name", ["small", "parc_pca"])
 def test_parc_matches_oracle(name):

@@ -1,18 +1,16 @@
 """SFDA against float64 oracles and the public code."""
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cases_peers as cases
+import reference
 import reference_sfda
 from transrate_jax._src import sfda as sfda_lib
 
-REF = json.load(open(os.path.join(os.path.dirname(__file__), "data", "peers_b_reference.json")))
+REF = reference.recorded("peers_b_reference.json")
 
 @pytest.mark.parametrize("name", ["small", "imbalanced", "pca"])
 def test_sfda_matches_tencentarc_and_oracle(name):

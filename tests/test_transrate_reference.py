@@ -11,9 +11,6 @@ run in float64 (see tests/data/README.md, "TransRate presets"). ``preset="tllib"
 
 from __future__ import annotations
 
-import json
-import pathlib
-
 import numpy as np
 import pytest
 
@@ -21,8 +18,7 @@ import reference
 import transrate_jax as tj
 from cases_transrate import CASES, EPS_VALUES
 
-_REFERENCE = json.loads(
-    (pathlib.Path(__file__).parent / "data" / "transrate_reference.json").read_text())
+_REFERENCE = reference.recorded("transrate_reference.json")
 _PRESETS = ("tllib", "official")
 _RTOL = 1e-8
 

@@ -343,7 +343,11 @@ def intermediates(
   program (the last batch is padded by repeating its last row, so every batch has the same shape;
   the padding rows are dropped), records the output of every submodule ``__call__`` that is a
   float array with the batch as leading axis, and pools each to ``[n, d]`` (see :func:`pool`).
-  The model's code is not changed and an NNX model is not mutated.
+  The model's code is not changed and an NNX model is not mutated. Per process, the layer names
+  found for a model structure (NNX graphdef or Linen module, with the shapes of its variables)
+  at an input shape, and the compiled program for a layer selection, are kept (the 32 latest of
+  each): another model of the same structure, e.g. a backbone's random-init control, is not
+  traced again.
 
   Args:
     model: a Linen ``nn.Module`` (pass ``variables``) or an NNX ``nnx.Module`` (no variables).

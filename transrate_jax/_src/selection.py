@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 import jax
 import numpy as np
 
+from transrate_jax._src import backend
 from transrate_jax._src import peer_numerics
 from transrate_jax._src import registry
 from transrate_jax._src import report
@@ -242,6 +243,7 @@ def score_features(features: Mapping[str, Any], labels, *, metrics=("transrate",
     name = _metric_name(m)
     spec = registry.get_metric(m)
     if spec.across_candidates is not None:
+      backend.relieve_mapping_pressure()  # as score_many does before it compiles
       extra = {} if num_classes is None else {"num_classes": num_classes}
       out = spec.across_candidates([features[k] for k in names], labels, **extra,
                                    **routed[name])
