@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from transrate_jax._src import capture
 from transrate_jax._src.capture import intermediates
 from transrate_jax._src.capture import pool
 
@@ -147,8 +148,11 @@ def test_nnx_names_shapes_values_and_eval_mode(nnx_cnn):
   assert "__call__" not in vars(InheritedBlock)
 
 
-@pytest.mark.parametrize("kind", ["linen", "nnx"])
-def test_batch_size_independence(kind, linen_cnn, nnx_cnn):
+@pytest.mark.parametrize("kind,assemble_arrays", [("linen", 256), ("nnx", 256), ("nnx", 10)])
+def test_batch_size_independence(kind, assemble_arrays, linen_cnn, nnx_cnn, monkeypatch):
+  """Any batch size gives the same features; the batches are joined by one program for all
+  layers, or (``assemble_arrays`` below batches x layers) a group of layers at a time."""
+  monkeypatch.setattr(capture, "_ASSEMBLE_ARRAYS", assemble_arrays)
   if kind == "linen":
     model, variables, x = linen_cnn
   else:
