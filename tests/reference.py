@@ -10,7 +10,6 @@ import pathlib
 import numpy as np
 
 
-
 def recorded(name):
   """The values a public implementation produced on the test cases: ``tests/data/<name>``, JSON."""
   return json.loads((pathlib.Path(__file__).parent / "data" / name).read_text())
