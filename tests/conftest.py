@@ -14,13 +14,19 @@ import gc
 import os
 import sys
 
-import jax
-import pytest
-
-jax.config.update("jax_enable_x64", True)
-
 # Let tests import the oracles (tests/reference*.py) as plain modules.
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Before JAX starts its CPU backend: LLVM code generation unoptimised in this process and its
+# children (tests/codegen.py says why and how to run at JAX's default level).
+import codegen  # noqa: E402
+
+codegen.apply()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
 
 _MAX_MAPPINGS = 25_000
 
