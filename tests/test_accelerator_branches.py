@@ -10,6 +10,7 @@ marked ``both_branches`` run each branch themselves in the main session, and tho
 (the mark is checked on every run: ``tests/branch_reads.py``).
 """
 
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -97,6 +98,30 @@ def test_only_the_branches_differ_between_the_modes():
               if getattr(auto, f.name) != getattr(forced, f.name)}
     assert differ == {"mode", "host_linalg", "one_matrix_per_program", "row_blocks",
                       "host_ranks"}
+
+
+def test_each_mode_keeps_its_own_programs():
+  """A program traced under one mode is never reused under the other, in any thread, and each
+  mode's program is traced once across blocks (the mode is in the jit cache key; no clearing)."""
+  traces = []
+
+  def branch(x):
+    traces.append(backend.policy().mode)
+    return x + (1.0 if backend.policy().host_linalg else 2.0)
+
+  f = jax.jit(branch)
+
+  def in_thread():
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      return float(pool.submit(f, 0.0).result())
+
+  outside = 1.0 if backend.policy().host_linalg else 2.0
+  for _ in range(2):
+    assert float(f(0.0)) == outside
+    with backend.accelerator_branches():
+      assert float(f(0.0)) == 2.0 and in_thread() == 2.0
+    assert float(f(0.0)) == outside and in_thread() == outside
+  assert sorted(traces) == sorted([backend.policy().mode, "accelerator"]), traces
 
 
 def test_branch_reads_are_recorded_also_for_programs_traced_before():

@@ -93,6 +93,10 @@ class Policy:
 
 _forced: Optional[str] = None
 _cache: dict = {}
+# The mode accelerator_branches forces, in every jax.jit cache key (tracing, lowering and
+# compilation): a program traced under one mode is never reused under the other, and each mode's
+# programs stay cached across blocks instead of being cleared.
+_forced_key = jax.make_user_context(default_value=None)
 
 
 def _mode() -> str:
@@ -145,19 +149,20 @@ def host_callback(dtype) -> bool:
 def accelerator_branches(enabled: bool = True) -> Iterator[Policy]:
   """Within the block, the CPU takes the branches a GPU or TPU takes (``enabled=False``: its own).
 
-  JAX's compilation caches are cleared on entry and exit: a program traced under one policy is
-  not reused under the other. For tests; a process that should run this way throughout sets
+  The forced mode is part of every ``jax.jit`` cache key (``jax.make_user_context``), in every
+  thread: a program traced under one mode is not reused under the other, and each mode's programs
+  stay cached for its next block. For tests; a process that should run this way throughout sets
   ``TRANSRATE_JAX_BRANCHES=accelerator`` instead.
   """
   global _forced
   previous = _forced
   _forced = "accelerator" if enabled else "auto"
-  jax.clear_caches()
+  _forced_key.set_global(_forced)
   try:
     yield policy()
   finally:
     _forced = previous
-    jax.clear_caches()
+    _forced_key.set_global(previous)
 
 
 # The share of vm.max_map_count in use at which relieve_mapping_pressure frees the compiled
