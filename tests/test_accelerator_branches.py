@@ -124,6 +124,19 @@ def test_each_mode_keeps_its_own_programs():
   assert sorted(traces) == sorted([backend.policy().mode, "accelerator"]), traces
 
 
+def test_without_user_contexts_the_block_clears_the_caches(monkeypatch):
+  """A JAX without ``jax.make_user_context``: the block clears JAX's caches on entry and exit."""
+  monkeypatch.setattr(backend, "_forced_key", None)
+  cleared = []
+  clear = jax.clear_caches
+  monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1) or clear())
+  f = jax.jit(lambda x: x + (1.0 if backend.policy().host_linalg else 2.0))
+  outside = float(f(0.0))
+  with backend.accelerator_branches():
+    assert float(f(0.0)) == 2.0
+  assert float(f(0.0)) == outside and len(cleared) == 2
+
+
 def test_branch_reads_are_recorded_also_for_programs_traced_before():
   rng = np.random.default_rng(0)
   y = np.arange(120) % 3

@@ -95,8 +95,18 @@ _forced: Optional[str] = None
 _cache: dict = {}
 # The mode accelerator_branches forces, in every jax.jit cache key (tracing, lowering and
 # compilation): a program traced under one mode is never reused under the other, and each mode's
-# programs stay cached across blocks instead of being cleared.
-_forced_key = jax.make_user_context(default_value=None)
+# programs stay cached across blocks. A JAX without jax.make_user_context clears its caches instead.
+_forced_key = (jax.make_user_context(default_value=None) if hasattr(jax, "make_user_context")
+               else None)
+
+
+def _force(mode: Optional[str]) -> None:
+  global _forced
+  _forced = mode
+  if _forced_key is None:
+    jax.clear_caches()
+  else:
+    _forced_key.set_global(mode)
 
 
 def _mode() -> str:
@@ -151,18 +161,16 @@ def accelerator_branches(enabled: bool = True) -> Iterator[Policy]:
 
   The forced mode is part of every ``jax.jit`` cache key (``jax.make_user_context``), in every
   thread: a program traced under one mode is not reused under the other, and each mode's programs
-  stay cached for its next block. For tests; a process that should run this way throughout sets
+  stay cached for its next block (a JAX without ``make_user_context`` clears its caches on entry
+  and exit instead). For tests; a process that should run this way throughout sets
   ``TRANSRATE_JAX_BRANCHES=accelerator`` instead.
   """
-  global _forced
   previous = _forced
-  _forced = "accelerator" if enabled else "auto"
-  _forced_key.set_global(_forced)
+  _force("accelerator" if enabled else "auto")
   try:
     yield policy()
   finally:
-    _forced = previous
-    _forced_key.set_global(previous)
+    _force(previous)
 
 
 # The share of vm.max_map_count in use at which relieve_mapping_pressure frees the compiled
