@@ -6,8 +6,6 @@ default level; the child prints one JSON line.
 """
 
 import json
-import os
-import sys
 
 import jax
 
@@ -72,5 +70,4 @@ def compute() -> dict:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(__file__))
   print(json.dumps(compute()))

@@ -1,8 +1,8 @@
 """The suite compiles with LLVM's code generation unoptimised (tests/codegen.py: it saves about a
 third of the time XLA spends compiling); users run JAX's default level. This test scores every
 registered metric in float32 (TransRate in float64 too), vmapped where the metric allows it,
-and TransRate's loss and gradient in both dtypes, on both branch sets, at both levels: the two agree to round-off, so what
-the rest of the suite checks at one level holds at the other. TransRate is also checked against
+and TransRate's loss and gradient in both dtypes, on both branch sets, at both levels: the two
+agree to round-off, so what the rest of the suite checks at one level holds at the other. TransRate is also checked against
 the float64 NumPy reference at the default level.
 """
 
