@@ -16,19 +16,10 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from transrate_jax._src import backend  # pylint: disable=g-import-not-at-top
 from transrate_jax._src import registry  # pylint: disable=g-import-not-at-top
 from transrate_jax._src import regularizer  # pylint: disable=g-import-not-at-top
+from test_metric_contract import _inputs, _labels, C, CS  # pylint: disable=g-import-not-at-top
 
-N, D, C, CS, STACK = 90, 10, 3, 4, 3
-
-
-def _one_input(consumes, rng, y):
-  """A metric's input for labels ``y``: features, source probabilities or source labels."""
-  if consumes == "features":
-    return rng.normal(size=(N, D)) + 1.5 * np.eye(D)[y] + 0.1
-  if consumes == "source_probs":
-    counts = rng.multinomial(8, np.ones(CS) / CS, size=N) + 0
-    counts[np.arange(N), y] += 8
-    return counts / 16.0
-  return np.where(rng.random(N) < 0.7, y, rng.integers(0, CS, N)).astype(np.int64)
+# The metric contract's inputs (tests/test_metric_contract.py): each family's, for its labels.
+STACK = 3
 
 
 def compute() -> dict:
@@ -38,15 +29,14 @@ def compute() -> dict:
   TransRate. A vmappable metric is scored on a stack of three inputs by one ``jit(vmap)``
   program; the others eagerly on the first.
   """
-  y = np.random.default_rng(0).permutation(np.arange(N) % C)
+  y = _labels()
   out = {}
   for accelerator in (False, True):
     with backend.accelerator_branches(accelerator):
       branches = "accelerator" if accelerator else "cpu"
       for name in registry.registered_metrics():
         spec = registry.get_metric(name)
-        rng = np.random.default_rng(1)
-        stack = np.stack([_one_input(spec.consumes, rng, y) for _ in range(STACK)])
+        stack = _inputs(spec, k=STACK)
         dtypes = ((None,) if spec.consumes == "source_labels" else
                   (np.float32, np.float64) if name == "transrate" else (np.float32,))
         for dtype in dtypes:
@@ -61,7 +51,7 @@ def compute() -> dict:
           else:
             out[key] = [float(spec.fn(xs[0], y))]
       for dtype in (np.float32, np.float64):
-        f = _one_input("features", np.random.default_rng(2), y).astype(dtype)
+        f = _inputs(registry.get_metric("transrate"), seed=2).astype(dtype)
         value, grad = jax.jit(jax.value_and_grad(
             lambda a: regularizer.transrate_loss(a, y, num_classes=C)))(f)
         out[f"{branches}/transrate_loss/{np.dtype(dtype).name}"] = [float(value)]

@@ -2,8 +2,9 @@
 third of the time XLA spends compiling); users run JAX's default level. This test scores every
 registered metric in float32 (TransRate in float64 too), vmapped where the metric allows it,
 and TransRate's loss and gradient in both dtypes, on both branch sets, at both levels: the two
-agree to round-off, so what the rest of the suite checks at one level holds at the other. TransRate is also checked against
-the float64 NumPy reference at the default level.
+agree to round-off, so what the rest of the suite checks at one level holds at the other.
+TransRate is also checked against the float64 NumPy reference at the default level. The inputs
+are the metric contract's (tests/test_metric_contract.py).
 """
 
 import json
@@ -17,6 +18,8 @@ import pytest
 import _codegen_worker as worker
 import codegen
 import reference
+import test_metric_contract
+from transrate_jax._src import registry
 
 # Round-off of a handful of operations, amplified by a log-determinant or an iteration: far
 # below any difference between candidates, far above what a change of level does.
@@ -46,9 +49,8 @@ def test_scores_agree_at_the_default_code_generation_level():
     scale = np.max(np.abs(want)) if want.size else 0.0
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
                                err_msg=key)
-  y = np.random.default_rng(0).permutation(np.arange(worker.N) % worker.C)
-  x = worker._one_input("features", np.random.default_rng(1), y)  # pylint: disable=protected-access
-  want = reference.transrate(x, y)
+  want = reference.transrate(test_metric_contract._inputs(registry.get_metric("transrate"), k=1)[0],
+                             test_metric_contract._labels())  # pylint: disable=protected-access
   for branches in ("cpu", "accelerator"):
     np.testing.assert_allclose(default[f"{branches}/transrate/float64"][0], want, rtol=1e-9)
     np.testing.assert_allclose(default[f"{branches}/transrate/float32"][0], want, rtol=2e-4)
